@@ -1,0 +1,40 @@
+# Set-up and everyday commands. Each target creates/reuses the virtualenv in $(VENV) itself.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: train test lint format bench clean
+
+$(VENV)/.base: setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base setup.py
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+## train: the main job on its embedded default recipe
+train: $(VENV)/.base
+	$(VENV)/bin/erniekit train recipes/ernie4_5/debug_sft.yaml
+
+## test: lint, then the whole suite (unit, parity, distributed, recipes)
+test: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.test
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(VENV)/.test
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) output .pytest_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""Recipe files -> a checked :class:`Recipe`: ``base:`` includes, ``a.b=value`` overrides, provenance.
+
+Every key remembers the file (or the command line) it came from, so an error can name it::
+
+    recipes/ernie4_5/debug_sft.yaml: optim.lrr: unknown key; did you mean 'optim.lr'?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from erniekit.config.core import ConfigError, build, dotted
+from erniekit.config.schema import Recipe
+
+CLI_SOURCE = "command line"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def resolve_recipe_path(name: str | Path) -> Path:
+    """A recipe given as a path, or as a name under the shipped ``recipes/`` (``ernie4_5/debug_sft``)."""
+    path = Path(name)
+    candidates = [path, RECIPES_DIR / path, RECIPES_DIR / path.with_suffix(".yaml")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        "recipe file not found (looked for it as given and under the shipped recipes/)", source=str(name)
+    )
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", source=_display(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{_display(path)}:{mark.line + 1}" if mark else _display(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"invalid YAML: {problem}", source=where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"a recipe must be a mapping of sections, got {type(data).__name__}", source=_display(path)
+        )
+    return data
+
+
+def _merge(
+    base: dict, over: Mapping, sources: dict, over_sources: Mapping, prefix: tuple[str, ...] = ()
+) -> dict:
+    """Deep-merge ``over`` into ``base`` (mappings merge, anything else replaces), carrying provenance."""
+    out = dict(base)
+    for key, value in over.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value, sources, over_sources, path)
+        else:
+            out[key] = value
+            _replace_sources(sources, over_sources, path)
+    return out
+
+
+def _replace_sources(sources: dict, new: Mapping, path: tuple[str, ...]) -> None:
+    for p in [p for p in sources if p[: len(path)] == path]:
+        del sources[p]
+    sources.update({p: s for p, s in new.items() if p[: len(path)] == path})
+
+
+def _record(value: Any, path: tuple[str, ...], sources: dict, source: str) -> dict:
+    sources[path] = source
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _record(v, (*path, str(k)), sources, source)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _record(v, (*path, str(i)), sources, source)
+    return sources
+
+
+def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict]:
+    """Read a recipe and its ``base:`` chain into one dict, plus the file each key came from."""
+    path = path.resolve()
+    if path in _stack:
+        chain = " -> ".join(_display(p) for p in (*_stack, path))
+        raise ConfigError(f"circular base: include ({chain})", source=_display(path), key="base")
+    data = _read_yaml(path)
+    bases = data.pop("base", None)
+    if isinstance(bases, str):
+        bases = [bases]
+    if bases is not None and not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError("expected a file name or a list of file names", source=_display(path), key="base")
+    merged: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    for base in bases or []:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"included file not found: {base}", source=_display(path), key="base")
+        base_data, base_sources = load_raw(base_path, (*_stack, path))
+        merged = _merge(merged, base_data, sources, base_sources)
+    own_sources = {p: s for p, s in _record(data, (), {}, _display(path)).items() if p}
+    merged = _merge(merged, data, sources, own_sources)
+    return merged, sources
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``optim.lr=3e-4`` -> (("optim", "lr"), "3e-4"); values are YAML (lists, bools, null, numbers)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"expected KEY=VALUE with a dotted key such as optim.lr=3e-4, got {text!r}", source=CLI_SOURCE
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return tuple(key.split(".")), value
+
+
+def apply_overrides(data: dict, overrides: Iterable[str], sources: dict) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        data = _set_path(data, path, value, sources)
+    return data
+
+
+def _set_path(data: Any, path: tuple[str, ...], value: Any, sources: dict, done: tuple[str, ...] = ()) -> Any:
+    head, rest = path[0], path[1:]
+    here = (*done, head)
+    if isinstance(data, list):
+        if not head.isdigit() or int(head) >= len(data):
+            raise ConfigError(
+                f"no item {head} in this list of {len(data)}", source=CLI_SOURCE, key=dotted(here)
+            )
+        out_list = list(data)
+        if rest:
+            out_list[int(head)] = _set_path(data[int(head)], rest, value, sources, here)
+        else:
+            out_list[int(head)] = value
+            _replace_sources(sources, _record(value, here, {}, CLI_SOURCE), here)
+        return out_list
+    if data is None:
+        data = {}
+    if isinstance(data, str):
+        data = {"path": data}  # the `- file.jsonl` shorthand of a section with a path (see core._build)
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"cannot set a sub-key of a {type(data).__name__} value", source=CLI_SOURCE, key=dotted(done)
+        )
+    out = dict(data)
+    if rest:
+        out[head] = _set_path(out.get(head), rest, value, sources, here)
+    else:
+        out[head] = value
+        _replace_sources(sources, _record(value, here, {}, CLI_SOURCE), here)
+    return out
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Load, merge, override, build and validate a recipe. Raises ConfigError on any problem."""
+    recipe_path = resolve_recipe_path(path)
+    data, sources = load_raw(recipe_path)
+    data = apply_overrides(data, overrides, sources)
+    recipe = build(Recipe, data, sources, default_source=_display(recipe_path))
+    try:
+        recipe.validate()
+    except ConfigError as e:
+        key_path = tuple((e.key or "").split("."))
+        source = next(
+            (sources[key_path[:i]] for i in range(len(key_path), 0, -1) if key_path[:i] in sources),
+            _display(recipe_path),
+        )
+        raise ConfigError(e.problem, source=source, key=e.key) from None
+    return recipe

@@ -1,0 +1,157 @@
+"""The recipe schema: one small dataclass per section, every field documented where it is declared.
+
+A recipe YAML maps onto :class:`Recipe`. Sections: ``model``, ``data``, ``method``, ``optim``, ``train``,
+``checkpoint``, ``logging``. ``method`` is tagged by ``method.name`` so a run only carries its own
+method's knobs. Cross-field rules live in :meth:`Recipe.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from erniekit.config.core import ConfigError, option, register_paths
+
+DATA_FORMATS = ("auto", "erniekit", "alpaca", "messages")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train and where its weights and tokenizer come from."""
+
+    path: str | None = option(
+        None,
+        "Model directory to load weights from: Hugging Face (config.json + safetensors) or Paddle ERNIE.",
+    )
+    flavor: str | None = option(
+        None, "Named architecture to initialise randomly instead, e.g. 'ernie4_5/debug' or 'llama/debug'."
+    )
+    tokenizer: str | None = option(
+        None, "Tokenizer directory (tokenizer.model or tokenizer.json); defaults to model.path."
+    )
+
+
+@dataclass
+class DatasetSpec:
+    """One data file and how to read it."""
+
+    path: str = option("", "JSON/JSONL file; 'samples://NAME' names a file bundled with erniekit.")
+    format: Literal["auto", "erniekit", "alpaca", "messages"] = option(
+        "auto",
+        "Record layout: erniekit (src/tgt), alpaca (instruction/input/output), messages; auto detects.",
+    )
+    weight: float = option(1.0, "Relative sampling probability when several training files are mixed.", gt=0)
+    max_samples: int | None = option(None, "Use only the first N records of the file.", gt=0)
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from and how they become fixed-length token batches."""
+
+    train: list[DatasetSpec] = option([], "Training files, mixed by their weights.")
+    eval: list[DatasetSpec] = option([], "Evaluation files (loss and perplexity).")
+    eval_holdout: int = option(
+        0, "When data.eval is empty: hold out this many records of each training file for evaluation.", ge=0
+    )
+    max_seq_len: int = option(2048, "Tokens per packed row (and the longest example kept).", gt=0)
+    packing: bool = option(True, "Pack several examples per row, with per-document positions and masks.")
+    truncation: Literal["drop", "right", "turns"] = option(
+        "drop", "Over-long examples: drop them, cut the end (right), or drop the earliest turns (turns)."
+    )
+    template: str | None = option(None, "Chat template (ernie4_5, chatml, plain); default: the tokenizer's.")
+    skip_bad_lines: bool = option(False, "Skip and count malformed records instead of stopping at the first.")
+    shuffle: bool = option(True, "Shuffle examples every epoch (seeded by train.seed).")
+    cache_dir: str | None = option(None, "Cache for tokenized datasets; default: the datasets library's.")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: next-token cross-entropy on assistant tokens only."""
+
+    name: Literal["sft"] = option("sft", "Training method.")
+
+
+METHODS: dict[str, type] = {"sft": SFTConfig}
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = option(1e-5, "Peak learning rate.", gt=0)
+    min_lr_ratio: float = option(
+        0.0, "Final learning rate as a fraction of the peak (cosine, linear).", ge=0, le=1
+    )
+    scheduler: Literal["cosine", "linear", "constant"] = option("cosine", "Decay after warmup.")
+    warmup_steps: int = option(0, "Optimizer steps of linear warmup from zero.", ge=0)
+    weight_decay: float = option(0.0, "Decoupled weight decay (not applied to norms and biases).", ge=0)
+    beta1: float = option(0.9, "Adam beta1.", ge=0, lt=1)
+    beta2: float = option(0.999, "Adam beta2.", ge=0, lt=1)
+    eps: float = option(1e-8, "Adam epsilon.", gt=0)
+    grad_clip: float = option(1.0, "Clip the global gradient norm to this value; 0 disables clipping.", ge=0)
+
+
+@dataclass
+class TrainConfig:
+    """The loop: how long, how big a batch, where results go."""
+
+    output_dir: str = option("output/run", "Directory for checkpoints, metrics.jsonl and config.yaml.")
+    seed: int = option(42, "Seed for initialisation, data order and dropout.", ge=0)
+    max_steps: int = option(-1, "Optimizer steps to run; -1 runs train.epochs epochs.", ge=-1)
+    epochs: int = option(1, "Passes over the training data when max_steps is -1.", gt=0)
+    micro_batch_size: int = option(1, "Rows per forward/backward pass.", gt=0)
+    grad_accum: int = option(1, "Micro-batches accumulated into one optimizer step.", gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", "Compute precision; auto is bf16 on GPUs that support it, fp32 on CPU."
+    )
+    device: Literal["auto", "cpu", "gpu"] = option("auto", "Where to train; auto picks the GPU when present.")
+    resume: str | None = option(None, "'auto' resumes from the newest checkpoint in output_dir, or a path.")
+    eval_every: int = option(0, "Evaluate every N optimizer steps (and at the end); 0 only at the end.", ge=0)
+    eval_batches: int = option(
+        0, "Cap on eval micro-batches per evaluation; 0 uses the whole eval set.", ge=0
+    )
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    every: int = option(0, "Save a checkpoint every N optimizer steps; 0 saves only at the end.", ge=0)
+    keep: int = option(2, "Keep the newest N checkpoints (0 keeps all).", ge=0)
+    final: bool = option(True, "Save a checkpoint when training ends (also on Ctrl-C).")
+
+
+@dataclass
+class LoggingConfig:
+    """What is reported while training."""
+
+    every: int = option(1, "Log metrics every N optimizer steps.", gt=0)
+    visualdl: bool = option(True, "Also write VisualDL scalars under output_dir/vdl (visualdl --logdir ...).")
+    progress: Literal["auto", "bar", "plain", "off"] = option(
+        "auto", "Progress display: a tqdm bar on a terminal, plain log lines otherwise."
+    )
+
+
+@dataclass
+class Recipe:
+    """A complete run: model + method + data + optimisation + where results go."""
+
+    model: ModelConfig = option(ModelConfig(), "The network.")
+    data: DataConfig = option(DataConfig(), "Training and evaluation data.")
+    method: SFTConfig = option(SFTConfig(), "Training method, selected by method.name.", variants=METHODS)
+    optim: OptimConfig = option(OptimConfig(), "Optimizer and schedule.")
+    train: TrainConfig = option(TrainConfig(), "The training loop.")
+    checkpoint: CheckpointConfig = option(CheckpointConfig(), "Checkpoints.")
+    logging: LoggingConfig = option(LoggingConfig(), "Metrics and progress output.")
+
+    def validate(self) -> None:
+        """Cross-field rules; raises ConfigError naming the offending key."""
+        if (self.model.path is None) == (self.model.flavor is None):
+            raise ConfigError(
+                "set exactly one of model.path (load weights) or model.flavor (random init)", key="model"
+            )
+        if self.model.flavor is not None and self.model.tokenizer is None:
+            raise ConfigError("a randomly initialised model needs model.tokenizer", key="model.tokenizer")
+
+
+register_paths(Recipe)

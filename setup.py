@@ -1,0 +1,59 @@
+"""Packaging for erniekit.
+
+Paddle ships as two distributions: ``paddlepaddle`` (CPU, on PyPI) and ``paddlepaddle-gpu`` (CUDA, on
+Paddle's own index). Both provide the ``paddle`` module, so we depend on exactly one of them: the CPU
+build by default, the GPU build when ``ERNIEKIT_PADDLE=paddlepaddle-gpu`` is set at install time
+(see README, "Installing on GPU machines").
+"""
+
+import os
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PADDLE_VERSION = "~=3.3.1"
+paddle_dist = os.environ.get("ERNIEKIT_PADDLE", "paddlepaddle")
+if paddle_dist not in ("paddlepaddle", "paddlepaddle-gpu"):
+    raise SystemExit(f"ERNIEKIT_PADDLE must be 'paddlepaddle' or 'paddlepaddle-gpu', got {paddle_dist!r}")
+
+version = re.search(r'__version__ = "([^"]+)"', Path("erniekit/__init__.py").read_text()).group(1)
+
+setup(
+    name="erniekit",
+    version=version,
+    description="PaddlePaddle-native training and fine-tuning of ERNIE 4.5 and Llama-family language models",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["erniekit", "erniekit.*"]),
+    package_data={"erniekit": ["data/samples/*.jsonl", "data/samples/*.json"]},
+    install_requires=[
+        f"{paddle_dist}{PADDLE_VERSION}",
+        "numpy>=1.26,<3",
+        "pyyaml>=6.0,<7",
+        "datasets>=3.0,<6",
+        "visualdl>=2.5,<3",
+        "safetensors>=0.4.3,<1",
+        "sentencepiece>=0.2,<0.3",
+        "tokenizers>=0.20,<1",
+        "tqdm>=4.66,<5",
+        "jinja2>=3.1,<4",
+    ],
+    extras_require={
+        # Parity tests compare against Hugging Face transformers on torch CPU. torch 2.13.0 is pinned
+        # exactly: it is the CPU wheel this project's machines install without CUDA downloads.
+        "test": [
+            "pytest>=8,<10",
+            "ruff==0.17.6",
+            "hypothesis>=6.100,<7",
+            "torch==2.13.0",
+            "transformers>=5.0,<6",
+            "peft>=0.17,<1",
+            "gguf>=0.17,<1",
+        ],
+        "gguf": ["gguf>=0.17,<1"],
+    },
+    entry_points={"console_scripts": ["erniekit=erniekit.cli:main"]},
+)

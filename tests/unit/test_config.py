@@ -1,0 +1,221 @@
+"""The recipe system: includes, overrides, every error message, docs, and every shipped recipe."""
+
+import dataclasses
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from erniekit.config import RECIPES_DIR, ConfigError, Recipe, load_recipe, render_yaml, to_dict
+from erniekit.config.core import build
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """\
+model: {flavor: ernie4_5/debug, tokenizer: tok}
+data: {train: [a.jsonl]}
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    return write(tmp_path / "r.yaml", MINIMAL)
+
+
+def error_of(path, *overrides) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path, overrides)
+    return str(info.value)
+
+
+def test_defaults_and_shorthand(recipe):
+    r = load_recipe(recipe)
+    assert r.model.flavor == "ernie4_5/debug"
+    assert r.data.train[0].path == "a.jsonl" and r.data.train[0].weight == 1.0
+    assert r.optim.lr == 1e-5 and r.method.name == "sft"
+
+
+def test_base_chain_merges_deeply_and_child_wins(tmp_path):
+    write(tmp_path / "presets/root.yaml", "optim: {lr: 1.0e-3, warmup_steps: 7}\ntrain: {seed: 1}\n")
+    write(tmp_path / "presets/mid.yaml", "base: root.yaml\noptim: {lr: 2.0e-3}\n")
+    path = write(tmp_path / "r.yaml", "base: presets/mid.yaml\n" + MINIMAL + "train: {max_steps: 9}\n")
+    r = load_recipe(path)
+    assert r.optim.lr == 2e-3 and r.optim.warmup_steps == 7
+    assert r.train.seed == 1 and r.train.max_steps == 9
+
+
+def test_list_of_bases_later_wins(tmp_path):
+    write(tmp_path / "a.yaml", "optim: {lr: 0.1, eps: 1.0e-6}\n")
+    write(tmp_path / "b.yaml", "optim: {lr: 0.2}\n")
+    r = load_recipe(write(tmp_path / "r.yaml", "base: [a.yaml, b.yaml]\n" + MINIMAL))
+    assert r.optim.lr == 0.2 and r.optim.eps == 1e-6
+
+
+def test_overrides_are_typed(recipe):
+    r = load_recipe(
+        recipe,
+        [
+            "optim.lr=3e-4",
+            "train.max_steps=12",
+            "data.packing=false",
+            "model.tokenizer=null",
+            "model.tokenizer=t2",
+            "data.train=[x.jsonl, {path: y.jsonl, weight: 3}]",
+            "data.train.1.weight=0.5",
+        ],
+    )
+    assert r.optim.lr == 3e-4 and isinstance(r.optim.lr, float)
+    assert r.train.max_steps == 12 and r.data.packing is False and r.model.tokenizer == "t2"
+    assert [d.path for d in r.data.train] == ["x.jsonl", "y.jsonl"] and r.data.train[1].weight == 0.5
+
+
+def test_yaml_numbers_written_as_1e_minus_5_are_floats(tmp_path):
+    # PyYAML reads `1e-5` (no dot) as a string; a float field must still accept it.
+    r = load_recipe(write(tmp_path / "r.yaml", MINIMAL + "optim: {lr: 1e-5}\n"))
+    assert r.optim.lr == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.lrr=1", "command line: optim.lrr: unknown key; did you mean 'optim.lr'?"),
+        ("train.lr=1", "command line: train.lr: unknown key; did you mean 'optim.lr'?"),
+        ("optim.warmup_steps=-1", "command line: optim.warmup_steps: must be >= 0, got -1"),
+        ("optim.lr=fast", "command line: optim.lr: expected a number, got str 'fast'"),
+        ("train.max_steps=1.5", "command line: train.max_steps: expected an integer, got float 1.5"),
+        ("data.packing=maybe", "command line: data.packing: expected true or false, got str 'maybe'"),
+        (
+            "optim.scheduler=cosin",
+            "command line: optim.scheduler: must be one of 'cosine', 'linear', 'constant', "
+            "got 'cosin'; did you mean 'cosine'?",
+        ),
+        (
+            "method.name=sfx",
+            "command line: method.name: must be one of 'sft', got 'sfx'; did you mean 'sft'?",
+        ),
+        ("data.train.3.path=x", "command line: data.train[3]: no item 3 in this list of 1"),
+        (
+            "data.train.0.wieght=2",
+            "command line: data.train[0].wieght: unknown key; did you mean 'data.train[0].weight'?",
+        ),
+        ("optim.lr.x=1", "command line: optim.lr: expected a number, got dict {'x': 1}"),
+        (
+            "optim.lr",
+            "command line: expected KEY=VALUE with a dotted key such as optim.lr=3e-4, got 'optim.lr'",
+        ),
+    ],
+)
+def test_override_errors_name_source_key_and_fix(recipe, override, expected):
+    assert error_of(recipe, override) == expected
+
+
+def test_cross_field_rules_come_from_validate(recipe):
+    assert error_of(recipe, "model.path=m").endswith(
+        "r.yaml: model: set exactly one of model.path (load weights) or model.flavor (random init)"
+    )
+    assert error_of(recipe, "model.tokenizer=null").endswith(
+        "command line: model.tokenizer: a randomly initialised model needs model.tokenizer"
+    )
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = write(tmp_path / "r.yaml", MINIMAL + "optim:\n  lr: 1.0e-4\n  betas: [0.9, 0.95]\n")
+    assert error_of(path).endswith("r.yaml: optim.betas: unknown key; did you mean 'optim.beta2'?")
+    path = write(tmp_path / "r2.yaml", MINIMAL + "logging: {evry: 5}\n")
+    assert error_of(path).endswith("r2.yaml: logging.evry: unknown key; did you mean 'logging.every'?")
+
+
+def test_error_in_base_names_the_base_file(tmp_path):
+    write(tmp_path / "base.yaml", "train: {micro_batch_size: 0}\n")
+    path = write(tmp_path / "r.yaml", "base: base.yaml\n" + MINIMAL)
+    assert error_of(path).endswith("base.yaml: train.micro_batch_size: must be > 0, got 0")
+    assert "r.yaml" not in error_of(path)
+
+
+def test_missing_recipe_base_and_bad_yaml(tmp_path):
+    assert "recipe file not found" in error_of(tmp_path / "nope.yaml")
+    assert "included file not found: gone.yaml" in error_of(write(tmp_path / "r.yaml", "base: gone.yaml\n"))
+    bad = write(tmp_path / "bad.yaml", "model:\n  flavor: [unclosed\n")
+    assert "bad.yaml:3: invalid YAML" in error_of(bad)
+    assert "a recipe must be a mapping" in error_of(write(tmp_path / "list.yaml", "- 1\n"))
+    assert "expected a mapping of ModelConfig fields" in error_of(write(tmp_path / "m.yaml", "model: 3\n"))
+
+
+def test_circular_base_is_an_error(tmp_path):
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    assert "circular base: include" in error_of(tmp_path / "a.yaml")
+
+
+def _sections(cls):
+    hints = typing.get_type_hints(cls)
+    yield cls
+    for f in dataclasses.fields(cls):
+        for variant in (f.metadata.get("variants") or {}).values():
+            yield from _sections(variant)
+        tp = hints[f.name]
+        inner = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+        if dataclasses.is_dataclass(inner):
+            yield from _sections(inner)
+
+
+def test_every_field_and_section_is_documented():
+    for section in _sections(Recipe):
+        assert section.__doc__ and not section.__doc__.startswith(section.__name__ + "("), section
+        for f in dataclasses.fields(section):
+            doc = f.metadata.get("doc", "")
+            assert doc and "\n" not in doc and doc.endswith("."), f"{section.__name__}.{f.name}"
+
+
+def test_show_output_round_trips(recipe):
+    r = load_recipe(recipe, ["optim.lr=2e-4", "data.train=[a.jsonl, b.jsonl]"])
+    text = render_yaml(r)
+    assert "lr: 0.0002  # Peak learning rate." in text
+    assert to_dict(build(Recipe, yaml.safe_load(text))) == to_dict(r)
+
+
+SHIPPED = sorted(RECIPES_DIR.rglob("*.yaml"))
+
+
+def test_recipes_are_shipped():
+    assert SHIPPED, "recipes/ is empty"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(RECIPES_DIR)) for p in SHIPPED])
+def test_every_shipped_recipe_validates_and_has_a_header(path):
+    load_recipe(path)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and len(first) > 10, "recipes start with a one-line description"
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "erniekit", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_config_show_typo_is_one_line_with_suggestion():
+    name = str(SHIPPED[0].relative_to(RECIPES_DIR).with_suffix(""))
+    out = run_cli("config", "show", name, "optim.lrr=1e-4")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: command line: optim.lrr: unknown key; did you mean 'optim.lr'?"
+    ]
+    ok = run_cli("config", "show", name, "optim.lr=1e-4")
+    assert ok.returncode == 0 and "lr: 0.0001  # Peak learning rate." in ok.stdout
+
+
+def test_cli_recipes_lists_every_recipe_and_version():
+    out = run_cli("recipes")
+    assert out.returncode == 0
+    for path in SHIPPED:
+        assert str(path.relative_to(RECIPES_DIR).with_suffix("")) in out.stdout
+    assert run_cli("--version").stdout.startswith("erniekit ")
