@@ -97,3 +97,10 @@ def import_paddle_quietly():
         if not line.startswith(_PADDLE_IMPORT_NOISE):
             print(line, file=sys.stderr)
     return paddle
+
+
+def setup_runtime() -> RuntimeSettings:
+    """What every entry point runs first: thread/MKL settings, then a quiet ``import paddle``."""
+    settings = configure_cpu_runtime()
+    import_paddle_quietly()
+    return settings

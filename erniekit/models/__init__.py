@@ -1,0 +1,179 @@
+"""Model families, and loading/saving them in the Hugging Face format.
+
+    model = load_model("path/to/ERNIE-4.5-0.3B-PT")         # config.json + (sharded) safetensors
+    model = build_model("ernie4_5/debug", seed=0)            # a named flavor, randomly initialised
+    save_pretrained(model, "out/")                           # what transformers' from_pretrained reads
+
+A family is a package ``erniekit.models.<family>`` with ``model.py`` (``build``), ``hf.py``
+(config.json and weight layout) and ``flavors.py`` (named shapes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from erniekit.errors import CheckpointError
+from erniekit.models.common.args import ModelArgs
+
+FAMILIES = ("ernie4_5", "llama")
+_TIED_HEAD = "lm_head.weight"
+
+
+def family(name: str) -> ModuleType:
+    """The ``hf``-carrying namespace of a family: ``family("ernie4_5").hf.args_from_config(...)``."""
+    if name not in FAMILIES:
+        raise CheckpointError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    pkg = importlib.import_module(f"erniekit.models.{name}")
+    for sub in ("model", "hf", "flavors"):
+        importlib.import_module(f"erniekit.models.{name}.{sub}")
+    return pkg
+
+
+def family_of_model_type(model_type: str) -> ModuleType:
+    for name in FAMILIES:
+        fam = family(name)
+        if model_type in fam.hf.MODEL_TYPES:
+            return fam
+    raise CheckpointError(f"config.json: model_type {model_type!r} is not supported")
+
+
+def flavor_args(flavor: str) -> ModelArgs:
+    """``"ernie4_5/debug"`` -> its ModelArgs."""
+    name, _, size = flavor.partition("/")
+    flavors = family(name).flavors.FLAVORS
+    if size not in flavors:
+        raise CheckpointError(f"unknown flavor {flavor!r}; {name} has: {', '.join(flavors)}")
+    return flavors[size]
+
+
+def list_flavors() -> list[str]:
+    return [f"{name}/{size}" for name in FAMILIES for size in family(name).flavors.FLAVORS]
+
+
+def build_model(spec: str | ModelArgs, seed: int | None = None, dtype: str = "float32"):
+    """A randomly initialised model of a flavor name or ModelArgs (seeded when ``seed`` is given)."""
+    import paddle
+
+    args = flavor_args(spec) if isinstance(spec, str) else spec
+    if seed is not None:
+        paddle.seed(seed)
+    model = family(args.family).model.build(args)
+    return _cast(model, dtype)
+
+
+def _cast(model, dtype: str):
+    if dtype == "float32":
+        return model
+    keep = family(model.args.family).hf.KEEP_FLOAT32
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.dtype.name == "FP32" and not any(k in name for k in keep) and tensor.ndim > 0:
+            tensor.set_value(tensor.astype(dtype))
+    return model
+
+
+def read_config(path: str | Path) -> dict:
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{path}: not a model directory (no config.json)")
+    try:
+        return json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+
+
+def load_args(path: str | Path) -> ModelArgs:
+    cfg = read_config(path)
+    fam = family_of_model_type(cfg.get("model_type", ""))
+    try:
+        return fam.hf.args_from_config(cfg)
+    except KeyError as e:
+        raise CheckpointError(f"{Path(path) / 'config.json'}: missing key {e.args[0]}") from None
+
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """Build the model described by ``path/config.json`` and load its safetensors weights.
+
+    Refuses a checkpoint with a missing, unexpected (beyond known ignorable ones) or wrong-shaped
+    tensor, naming that tensor.
+    """
+    from erniekit.models.common.weights import (
+        TensorSource,
+        check_and_assign,
+        external_shapes,
+        rule_to_internal,
+    )
+
+    args = load_args(path)
+    fam = family(args.family)
+    model = fam.model.build(args)
+    source = TensorSource(path)
+    layout = fam.hf.detect_layout(source.keys())
+    rules = fam.hf.weight_rules(args, layout)
+    transpose = layout == "hf"
+    state = model.state_dict()
+    expected = {}
+    for rule in rules:
+        expected.update(external_shapes(rule, tuple(state[rule.internal].shape), transpose))
+    for name, shape in expected.items():
+        if name not in source:
+            raise CheckpointError(f"{path}: missing tensor {name}")
+        if source.shape(name) != shape:
+            raise CheckpointError(
+                f"{path}: tensor {name} has shape {list(source.shape(name))}, "
+                f"expected {list(shape)} for this config.json"
+            )
+    ignorable = fam.hf.IGNORE_UNEXPECTED + ((_TIED_HEAD,) if args.tie_word_embeddings else ())
+    extra = [k for k in source.location if k not in expected and not any(p in k for p in ignorable)]
+    if extra:
+        raise CheckpointError(f"{path}: unexpected tensor {extra[0]} (not part of this config.json's model)")
+    arrays = {r.internal: rule_to_internal(r, source.get, transpose) for r in rules}
+    check_and_assign(model, arrays, str(path))
+    return _cast(model, dtype)
+
+
+def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in model.state_dict().items():
+        out[k] = (v.astype("float32") if v.dtype.name in ("BF16", "FP16") else v).numpy()
+    return out
+
+
+def to_hf_tensors(model, arrays: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Our parameters in the family's HF names and layouts."""
+    from erniekit.models.common.weights import rule_to_external
+
+    fam = family(model.args.family)
+    arrays = state_dict_numpy(model) if arrays is None else arrays
+    out: dict[str, np.ndarray] = {}
+    for rule in fam.hf.weight_rules(model.args, "hf"):
+        out.update(rule_to_external(rule, arrays[rule.internal], transpose=True))
+    return out
+
+
+def save_pretrained(
+    model,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    max_shard_size: int | str = "5GB",
+    arrays: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``config.json``, ``generation_config.json`` and safetensors that transformers loads."""
+    from erniekit.models.common.weights import save_safetensors_dir
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fam = family(model.args.family)
+    config = fam.hf.config_from_args(model.args)
+    config["dtype"] = dtype
+    save_safetensors_dir(to_hf_tensors(model, arrays), out_dir, dtype, max_shard_size, fam.hf.KEEP_FLOAT32)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = {
+        k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config.get(k) is not None
+    }
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    return out_dir

@@ -1,0 +1,116 @@
+"""A pre-norm decoder-only transformer: the single-device math every family shares.
+
+Legend: B batch, S sequence, H hidden, V vocab.
+
+Parameter names follow the HF module tree without its ``model.`` prefix (``layers.3.self_attn.o_proj``),
+with ERNIE's fused ``qkv_proj`` / ``up_gate_proj``; each family's ``hf.py`` maps names and layouts.
+Parallelism is not decided here: ``models/<family>/parallel.py`` swaps layers from the outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import paddle
+from paddle import nn
+
+from erniekit.models.common.args import ModelArgs
+from erniekit.models.common.attention import Attention, KVCache, attention_mask
+from erniekit.models.common.mlp import MLP, linear
+from erniekit.models.common.moe import MoE
+from erniekit.models.common.norm import RMSNorm
+from erniekit.models.common.rope import RotaryEmbedding
+
+
+@dataclass
+class CausalLMOutput:
+    hidden: paddle.Tensor  # [B, S, H] after the final norm
+    logits: paddle.Tensor | None  # [B, S, V], or None when compute_logits=False
+    aux_loss: paddle.Tensor | None  # mean MoE load-balancing loss over MoE layers (None for dense models)
+
+
+class DecoderLayer(nn.Layer):
+    def __init__(self, args: ModelArgs, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.self_attn = Attention(args, layer_idx)
+        self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        if args.is_moe_layer(layer_idx):
+            self.mlp = MoE(args)
+        else:
+            self.mlp = MLP(args.hidden_size, args.intermediate_size, args.linear_bias, args.initializer_range)
+
+    def forward(self, x, cos_sin, mask, cache=None) -> tuple[paddle.Tensor, paddle.Tensor | None]:
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, cache)
+        out = self.mlp(self.post_attention_layernorm(x))
+        aux = None
+        if isinstance(out, tuple):
+            out, aux = out
+        return x + out, aux
+
+
+class CausalLM(nn.Layer):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        init = paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, args.initializer_range))
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size, weight_attr=init)
+        self.layers = nn.LayerList([DecoderLayer(args, i) for i in range(args.num_layers)])
+        self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.rotary = RotaryEmbedding(args.head_dim, args.rope_theta, args.rope_scaling)
+        self.lm_head = (
+            None
+            if args.tie_word_embeddings
+            else linear(args.hidden_size, args.vocab_size, False, args.initializer_range)
+        )
+
+    def forward(
+        self,
+        input_ids: paddle.Tensor,
+        position_ids: paddle.Tensor | None = None,
+        segment_ids: paddle.Tensor | None = None,
+        key_padding: paddle.Tensor | None = None,
+        cache: KVCache | None = None,
+        compute_logits: bool = True,
+    ) -> CausalLMOutput:
+        """input_ids [B, S]; segment_ids [B, S] separate packed documents; key_padding [B, T] marks
+        real tokens (generation with left padding); cache holds earlier positions."""
+        b, s = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = paddle.arange(past, past + s, dtype="int64").unsqueeze(0).expand([b, s])
+        mask = attention_mask(s, past + s, segment_ids, key_padding)
+        cos_sin = self.rotary(position_ids)
+        x = self.embed_tokens(input_ids)
+        aux_losses = []
+        for layer in self.layers:
+            x, aux = layer(x, cos_sin, mask, cache)
+            if aux is not None:
+                aux_losses.append(aux)
+        if cache is not None:
+            cache.length += s
+        hidden = self.norm(x)
+        aux_loss = paddle.stack(aux_losses).mean() if aux_losses else None
+        return CausalLMOutput(hidden, self.compute_logits(hidden) if compute_logits else None, aux_loss)
+
+    def output_weight(self) -> tuple[paddle.Tensor, bool]:
+        """The LM-head weight and whether it is stored [V, H] (tied embeddings) rather than [H, V]."""
+        if self.lm_head is None:
+            return self.embed_tokens.weight, True
+        return self.lm_head.weight, False
+
+    def compute_logits(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        weight, transposed = self.output_weight()
+        return paddle.matmul(hidden, weight, transpose_y=transposed)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        a = self.args
+        return KVCache(
+            a.num_layers, batch, a.num_kv_heads, max_len, a.head_dim, self.embed_tokens.weight.dtype
+        )
+
+    def generate(self, prompts, **kwargs):
+        """KV-cache generation; see :func:`erniekit.models.generation.generate`."""
+        from erniekit.models.generation import generate
+
+        return generate(self, prompts, **kwargs)

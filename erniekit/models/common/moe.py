@@ -1,0 +1,129 @@
+"""Mixture of experts as ERNIE 4.5 defines it: fp32 softmax router, bias-corrected top-k, shared experts.
+
+Legend: T tokens, H hidden, E experts, k experts per token, I expert intermediate size.
+
+Routing (as the HF reference): ``probs = softmax(x @ W_router)`` in float32; experts are *selected* by
+``probs + e_score_correction_bias`` but *weighted* by their plain ``probs``, renormalised over the k
+chosen (sum clamped at ``moe_norm_min``).
+
+Experts run dropless: the T*k (token, expert) assignments are sorted by expert, every expert applies its
+SwiGLU MLP to its one contiguous segment, and results are scattered back weighted. No capacity padding
+and no Python loop over tokens (only over experts that received tokens).
+
+The auxiliary load-balancing loss (Switch Transformer, https://arxiv.org/abs/2101.03961) is returned
+separately so the trainer can weight and log it: ``E * sum_e f_e * P_e`` with f_e the fraction of
+assignments routed to e and P_e its mean router probability (1.0 for a perfectly uniform router).
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from erniekit.models.common.args import ModelArgs
+from erniekit.models.common.mlp import MLP, swiglu
+
+
+class Router(nn.Layer):
+    def __init__(self, hidden_size: int, num_experts: int, top_k: int, norm_min: float, std: float):
+        super().__init__()
+        self.top_k, self.norm_min = top_k, norm_min
+        self.weight = self.create_parameter(
+            [hidden_size, num_experts], dtype="float32", default_initializer=nn.initializer.Normal(0.0, std)
+        )
+        self.register_buffer("e_score_correction_bias", paddle.zeros([num_experts], "float32"))
+
+    def forward(self, x_th: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        """-> probs [T, E] (fp32), chosen experts [T, k] (int64), their weights [T, k] (fp32)."""
+        probs = F.softmax(paddle.matmul(x_th.astype("float32"), self.weight), axis=-1)
+        _, experts = paddle.topk(probs + self.e_score_correction_bias, self.top_k, axis=-1)
+        weights = paddle.take_along_axis(probs, experts, axis=-1)
+        weights = weights / paddle.clip(weights.sum(axis=-1, keepdim=True), min=self.norm_min)
+        return probs, experts, weights
+
+
+class Experts(nn.Layer):
+    """E SwiGLU MLPs stored stacked: up_gate_proj [E, H, 2I], down_proj [E, I, H]."""
+
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, std: float):
+        super().__init__()
+        init = nn.initializer.Normal(0.0, std)
+        self.num_experts = num_experts
+        self.up_gate_proj = self.create_parameter(
+            [num_experts, hidden_size, 2 * intermediate_size], default_initializer=init
+        )
+        self.down_proj = self.create_parameter(
+            [num_experts, intermediate_size, hidden_size], default_initializer=init
+        )
+
+    def forward(
+        self, x_th: paddle.Tensor, experts_tk: paddle.Tensor, weights_tk: paddle.Tensor
+    ) -> paddle.Tensor:
+        k = experts_tk.shape[1]
+        flat = experts_tk.reshape([-1])
+        order = paddle.argsort(flat, stable=True)  # assignment slots grouped by expert
+        counts = paddle.bincount(flat, minlength=self.num_experts).tolist()
+        token_of_slot = order // k
+        x_sorted = paddle.gather(x_th, token_of_slot)  # [T*k, H]
+        # split once: each expert's weight slice gets its gradient from one concat, not E full-size adds
+        up_gate, down = (
+            paddle.split(self.up_gate_proj, self.num_experts),
+            paddle.split(self.down_proj, self.num_experts),
+        )
+        outs, start = [], 0
+        for e, n in enumerate(counts):
+            if n:
+                seg = x_sorted[start : start + n]
+                outs.append(paddle.matmul(swiglu(paddle.matmul(seg, up_gate[e][0])), down[e][0]))
+                start += n
+        y_sorted = paddle.concat(outs) * paddle.gather(weights_tk.reshape([-1]), order).unsqueeze(-1).astype(
+            x_th.dtype
+        )
+        return paddle.index_add(paddle.zeros_like(x_th), token_of_slot, 0, y_sorted)
+
+
+class MoE(nn.Layer):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        std = args.initializer_range
+        self.num_experts = args.num_experts
+        self.gate = Router(args.hidden_size, args.num_experts, args.experts_per_token, args.moe_norm_min, std)
+        self.experts = Experts(args.num_experts, args.hidden_size, args.moe_intermediate_size, std)
+        self.shared_experts = None
+        if args.num_shared_experts:
+            inter = args.moe_intermediate_size * args.num_shared_experts
+            self.shared_experts = MLP(args.hidden_size, inter, args.linear_bias, std)
+        # assignments per expert since the last correction-bias update (see update_correction_bias)
+        self.register_buffer("expert_usage", paddle.zeros([args.num_experts], "float32"), persistable=False)
+
+    def forward(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        shape = x.shape
+        x_th = x.reshape([-1, shape[-1]])
+        probs, experts, weights = self.gate(x_th)
+        y = self.experts(x_th, experts, weights)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x_th)
+        assigned = F.one_hot(experts.reshape([-1]), self.num_experts).sum(axis=0)  # [E]
+        if self.training:
+            with paddle.no_grad():
+                self.expert_usage += assigned
+        fraction = assigned / float(experts.numel())
+        aux = self.num_experts * (fraction * probs.mean(axis=0)).sum()
+        return y.reshape(shape), aux
+
+
+@paddle.no_grad()
+def update_correction_bias(model: nn.Layer, rate: float, reduce_usage=None) -> None:
+    """Auxiliary-loss-free balancing (ERNIE 4.5): nudge each expert's selection bias toward even load.
+
+    ``bias += rate * sign(mean_usage - usage)`` per MoE layer, using the assignments counted since the
+    previous call; ``reduce_usage`` (e.g. an all-reduce over data-parallel ranks) sees global counts.
+    """
+    for layer in model.sublayers(include_self=True):
+        if isinstance(layer, MoE):
+            usage = layer.expert_usage
+            if reduce_usage is not None:
+                reduce_usage(usage)
+            layer.gate.e_score_correction_bias += rate * paddle.sign(usage.mean() - usage)
+            layer.expert_usage.zero_()

@@ -1,0 +1,1 @@
+"""ERNIE 4.5 dense and MoE: model.py (math), hf.py (checkpoints), flavors.py (shapes)."""

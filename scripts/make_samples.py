@@ -1,0 +1,188 @@
+"""Regenerate the sample data and tokenizer bundled under erniekit/data/samples/.
+
+    python scripts/make_samples.py
+
+Everything is written for this project: small, deterministic (seeded) task families a tiny model can
+start to learn in a few steps (arithmetic, word games, unit conversion, a little Chinese), in each of the
+formats the data pipeline reads. The SentencePiece tokenizer is trained on that text, with ERNIE 4.5's
+special tokens, so debug recipes exercise the real ERNIE tokenizer path.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "erniekit" / "data" / "samples"
+WORDS = [
+    "paddle",
+    "river",
+    "orange",
+    "silver",
+    "garden",
+    "rocket",
+    "window",
+    "candle",
+    "forest",
+    "planet",
+    "little",
+    "bright",
+    "winter",
+    "summer",
+    "yellow",
+    "purple",
+    "dragon",
+    "button",
+    "pencil",
+    "castle",
+]
+ZH_EN = {
+    "猫": "cat",
+    "狗": "dog",
+    "水": "water",
+    "山": "mountain",
+    "书": "book",
+    "月亮": "moon",
+    "太阳": "sun",
+    "朋友": "friend",
+    "学校": "school",
+    "苹果": "apple",
+    "老师": "teacher",
+    "花": "flower",
+}
+UNITS = [
+    ("km", "m", 1000),
+    ("m", "cm", 100),
+    ("kg", "g", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+]
+SYSTEMS = ["You are a careful assistant. Answer briefly.", "你是一个乐于助人的助手。"]
+
+
+def task(rng: random.Random) -> tuple[str, str]:
+    kind = rng.randrange(7)
+    if kind == 0:
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        return f"What is {a} + {b}?", f"{a} + {b} = {a + b}."
+    if kind == 1:
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        return f"What is {a} times {b}?", f"{a} times {b} is {a * b}."
+    if kind == 2:
+        w = rng.choice(WORDS)
+        return f"Reverse the letters of the word '{w}'.", f"'{w}' reversed is '{w[::-1]}'."
+    if kind == 3:
+        w = rng.choice(WORDS)
+        return f"How many letters are in the word '{w}'?", f"The word '{w}' has {len(w)} letters."
+    if kind == 4:
+        zh, en = rng.choice(list(ZH_EN.items()))
+        return f"把这个词翻译成英文：{zh}", f"“{zh}”的英文是 {en}。"
+    if kind == 5:
+        src, dst, factor = rng.choice(UNITS)
+        n = rng.randint(2, 20)
+        return f"Convert {n} {src} to {dst}.", f"{n} {src} is {n * factor} {dst}."
+    a, b = rng.randint(10, 99), rng.randint(2, 9)
+    return f"计算 {a} 减 {b}。", f"{a} 减 {b} 等于 {a - b}。"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def sft_erniekit(rng: random.Random, n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        turns = [task(rng) for _ in range(1 + (i % 5 == 0))]
+        row = {"src": [q for q, _ in turns], "tgt": [a for _, a in turns]}
+        if i % 7 == 0:
+            row["system"] = rng.choice(SYSTEMS)
+        rows.append(row)
+    return rows
+
+
+def sft_alpaca(rng: random.Random, n: int) -> list[dict]:
+    rows = []
+    for _ in range(n):
+        q, a = task(rng)
+        if rng.random() < 0.3:
+            rows.append({"instruction": "Answer the question below.", "input": q, "output": a})
+        else:
+            rows.append({"instruction": q, "input": "", "output": a})
+    return rows
+
+
+def sft_messages(rng: random.Random, n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        msgs = [{"role": "system", "content": rng.choice(SYSTEMS)}] if i % 4 == 0 else []
+        for t in range(1 + (i % 3 == 0)):
+            q, a = task(rng)
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            if t == 0 and len(msgs) > 3:
+                msgs[-1]["loss"] = False  # earlier turn kept as context only
+        rows.append({"messages": msgs})
+    return rows
+
+
+def train_tokenizer(texts: list[str], out: Path) -> None:
+    import sentencepiece as spm
+
+    specials = ["<|begin_of_sentence|>", "<|end_of_sentence|>", "<|im_start|>", "<|im_end|>"]
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(texts), encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(out / "tokenizer"),
+            vocab_size=1000,
+            model_type="bpe",
+            character_coverage=1.0,
+            pad_id=0,
+            unk_id=3,
+            bos_id=1,
+            eos_id=2,
+            user_defined_symbols=specials,
+            byte_fallback=True,
+            split_digits=True,
+            num_threads=1,
+            minloglevel=2,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+        )
+    (out / "tokenizer.vocab").unlink()
+    config = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "added_tokens_decoder": {
+            str(i): {"content": t, "special": True} for i, t in enumerate(specials, start=4)
+        },
+        "erniekit_chat_template": "ernie4_5",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def main() -> None:
+    rng = random.Random(20261123)
+    OUT.mkdir(parents=True, exist_ok=True)
+    erniekit_rows = sft_erniekit(rng, 400)
+    alpaca_rows = sft_alpaca(rng, 120)
+    message_rows = sft_messages(rng, 120)
+    write_jsonl(OUT / "sft_erniekit.jsonl", erniekit_rows)
+    (OUT / "sft_alpaca.json").write_text(
+        json.dumps(alpaca_rows, ensure_ascii=False, indent=1) + "\n", "utf-8"
+    )
+    write_jsonl(OUT / "sft_messages.jsonl", message_rows)
+    texts = [t for r in erniekit_rows for t in (*r["src"], *r["tgt"], r.get("system", ""))]
+    texts += [r["instruction"] + " " + r["input"] + " " + r["output"] for r in alpaca_rows]
+    texts += ["User: Assistant: " for _ in range(20)]
+    train_tokenizer(texts, OUT / "ernie_tokenizer")
+
+
+if __name__ == "__main__":
+    main()
