@@ -28,6 +28,30 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from erniekit.config import load_recipe
+    from erniekit.runtime import setup_runtime
+
+    _setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)  # check the recipe before paying for Paddle
+    settings = setup_runtime()
+    import logging
+
+    from erniekit.trainer.loop import Trainer
+
+    logging.getLogger("erniekit").info(settings.describe())
+    Trainer(recipe).fit()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erniekit",
@@ -44,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--no-docs", action="store_true", help="omit the field docs")
     show.set_defaults(run=_cmd_config_show)
 
+    train = verbs.add_parser("train", help="run a recipe (SFT, LoRA, DPO, GRPO, PPO)")
+    train.add_argument("recipe", help="recipe file, or a name under recipes/ such as ernie4_5/debug_sft")
+    train.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as train.max_steps=10"
+    )
+    train.set_defaults(run=_cmd_train)
+
     recipes = verbs.add_parser("recipes", help="list the shipped recipes")
     recipes.set_defaults(run=_cmd_recipes)
     return parser
@@ -57,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (state saved where a checkpoint was due)", file=sys.stderr)
         return 130
 
 

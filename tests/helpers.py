@@ -52,3 +52,16 @@ def tiny_hf_ernie(path, moe: bool = False, seed: int = 0, **overrides):
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def debug_recipe(tmp_path, *overrides, recipe="ernie4_5/debug_sft"):
+    """A shipped debug recipe pointed at ``tmp_path``, quiet, with extra ``overrides``."""
+    from erniekit.config import load_recipe
+
+    base = [
+        f"train.output_dir={tmp_path / 'out'}",
+        f"data.cache_dir={tmp_path.parent / 'datasets-cache'}",
+        "logging.progress=none",
+        "logging.visualdl=false",
+    ]
+    return load_recipe(recipe, [*base, *overrides])

@@ -110,6 +110,9 @@ class TrainConfig:
     eval_batches: int = option(
         0, "Cap on eval micro-batches per evaluation; 0 uses the whole eval set.", ge=0
     )
+    on_nan: Literal["stop", "skip"] = option(
+        "stop", "Non-finite loss or gradient: stop after saving the last good state, or skip the update."
+    )
 
 
 @dataclass
@@ -127,7 +130,7 @@ class LoggingConfig:
 
     every: int = option(1, "Log metrics every N optimizer steps.", gt=0)
     visualdl: bool = option(True, "Also write VisualDL scalars under output_dir/vdl (visualdl --logdir ...).")
-    progress: Literal["auto", "bar", "plain", "off"] = option(
+    progress: Literal["auto", "bar", "plain", "none"] = option(
         "auto", "Progress display: a tqdm bar on a terminal, plain log lines otherwise."
     )
 

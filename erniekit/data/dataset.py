@@ -1,0 +1,105 @@
+"""Tokenized datasets, built once per (file, tokenizer, settings) and cached with the ``datasets`` library.
+
+The cache key hashes the data file's bytes, the tokenizer's files, the chat template and every setting
+that changes the result, so editing any of them re-tokenizes; otherwise a later run memory-maps the
+arrow files ``datasets`` wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from erniekit.data.files import ReadStats, Record, read_records, resolve_data_path
+from erniekit.errors import DataError
+from erniekit.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = "1"  # bump when tokenization code changes what it produces
+
+
+def default_cache_dir() -> Path:
+    import datasets
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "erniekit"
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    h = hashlib.sha256()
+    h.update(tokenizer.backend.path.read_bytes())
+    h.update(json.dumps(tokenizer.config, sort_keys=True).encode())
+    h.update(tokenizer.template.jinja.encode())
+    return h.hexdigest()[:16]
+
+
+def cached_dataset(
+    kind: str,
+    path: str,
+    tokenizer: Tokenizer,
+    settings: dict,
+    encode: Callable[[Record], dict | None],
+    columns: Iterable[str],
+    cache_dir: str | None,
+    skip_bad: bool,
+    limit: int | None,
+    stats,
+):
+    """A ``datasets.Dataset`` of ``encode(record)`` rows (None rows are dropped), from cache when valid.
+
+    ``stats`` (a TokenStats-like object with ``as_dict``) is filled on a fresh build and restored from
+    the cache's sidecar file otherwise, so counts are reported either way.
+    """
+    import datasets
+
+    file = resolve_data_path(path)
+    key = hashlib.sha256()
+    for part in (
+        kind,
+        FORMAT_VERSION,
+        file.read_bytes(),
+        tokenizer_fingerprint(tokenizer),
+        json.dumps(settings, sort_keys=True),
+        str(skip_bad),
+        str(limit),
+    ):
+        key.update(part if isinstance(part, bytes) else part.encode())
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = root / f"{kind}-{file.stem}-{key.hexdigest()[:20]}"
+    sidecar = target / "erniekit_stats.json"
+    if sidecar.is_file():
+        for name, value in json.loads(sidecar.read_text()).items():
+            setattr(stats, name, value)
+        return datasets.load_from_disk(str(target))
+
+    read_stats = ReadStats()
+    rows: dict[str, list] = {c: [] for c in columns}
+    for record in read_records(path, skip_bad, read_stats, limit):
+        try:
+            row = encode(record)
+        except ValueError as e:
+            if not skip_bad:
+                raise DataError(f"{record.where}: {e}") from None
+            read_stats.skipped.append(f"{record.where}: {e}")
+            continue
+        if row is not None:
+            for column, values in rows.items():
+                values.append(row[column])
+    stats.skipped = read_stats.skipped
+    for line in read_stats.skipped[:5]:
+        log.warning("skipped %s", line)
+    if not rows[next(iter(rows))]:
+        raise DataError(f"{path}: no usable examples ({json.dumps(stats.as_dict())})")
+    ds = datasets.Dataset.from_dict(rows)
+    tmp = target.with_name(target.name + ".tmp")
+    ds.save_to_disk(str(tmp))
+    (tmp / "erniekit_stats.json").write_text(json.dumps(vars(stats)))
+    if target.exists():  # another process finished first; theirs is identical
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    return datasets.load_from_disk(str(target))

@@ -1,0 +1,168 @@
+"""Checkpoints that collect ``state_dict`` s and are written atomically.
+
+    output_dir/checkpoint-<step>/
+        model.safetensors        trainable state (our parameter names; LoRA runs: adapters only)
+        optimizer.safetensors    AdamW moments etc., keyed "<parameter name>::<slot>"
+        trainer_state.json       step, data position, counters, model shape  (written last)
+        config.yaml              the resolved recipe of the run
+
+A checkpoint is first written to ``checkpoint-<step>.partial``, flushed to disk, then renamed, so a
+crash mid-save leaves the previous checkpoints untouched; partial directories are ignored and removed.
+Only files this module wrote are read back: safetensors and JSON, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import paddle
+from safetensors.numpy import load_file, save_file
+
+from erniekit.errors import CheckpointError
+
+STATE_NAME = "trainer_state.json"
+_DIR_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tensors(arrays: dict[str, np.ndarray], path: Path) -> None:
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _to_numpy(t: paddle.Tensor) -> np.ndarray:
+    return (t.astype("float32") if t.dtype in (paddle.bfloat16, paddle.float16) else t).numpy()
+
+
+# --- optimizer state under stable names ------------------------------------------------------------
+
+
+def optimizer_arrays(optimizer, named_params: dict[str, paddle.Tensor]) -> dict[str, np.ndarray]:
+    """Paddle keys accumulators by auto-generated parameter names ("linear_3.w_0_moment1_0"), which
+    depend on construction order; store them as "<our parameter name>::<slot>" instead."""
+    by_pname = {p.name: n for n, p in named_params.items()}
+    names = sorted(by_pname, key=len, reverse=True)
+    out = {}
+    for key, value in optimizer.state_dict().items():
+        if key == "master_weights":
+            out.update({f"{by_pname[k]}::master_weight": _to_numpy(v) for k, v in value.items()})
+        elif isinstance(value, paddle.Tensor):
+            pname = next((n for n in names if key.startswith(n + "_")), None)
+            if pname is None:
+                raise CheckpointError(f"optimizer state {key} belongs to no trainable parameter")
+            out[f"{by_pname[pname]}::{key[len(pname) + 1 :]}"] = _to_numpy(value)
+    return out
+
+
+def load_optimizer_arrays(
+    optimizer, named_params: dict[str, paddle.Tensor], arrays: dict[str, np.ndarray], origin: str
+) -> None:
+    state, masters = {}, {}
+    for key, value in arrays.items():
+        name, _, slot = key.partition("::")
+        if name not in named_params:
+            raise CheckpointError(f"{origin}: optimizer state for {name}, which this model does not train")
+        param = named_params[name]
+        if slot == "master_weight":
+            masters[param.name] = paddle.to_tensor(value)
+        else:
+            state[f"{param.name}_{slot}"] = paddle.to_tensor(value)
+    if masters:
+        state["master_weights"] = masters
+    optimizer.set_state_dict(state)
+
+
+# --- save / find / load ------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    model_arrays: dict[str, np.ndarray],
+    optim_arrays: dict[str, np.ndarray],
+    state: dict,
+    config_text: str,
+    keep: int,
+) -> Path:
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f"checkpoint-{step}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _write_tensors(model_arrays, tmp / "model.safetensors")
+    _write_tensors(optim_arrays, tmp / "optimizer.safetensors")
+    (tmp / "config.yaml").write_text(config_text)
+    with open(tmp / STATE_NAME, "w") as f:
+        json.dump(state, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. after resume): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(output_dir)
+    prune(output_dir, keep)
+    return final
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in output_dir.iterdir()
+        if (m := _DIR_RE.match(p.name)) and (p / STATE_NAME).is_file()
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def remove_partials(output_dir: Path) -> list[str]:
+    removed = []
+    if output_dir.is_dir():
+        for p in output_dir.glob("checkpoint-*.partial"):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
+def prune(output_dir: Path, keep: int) -> None:
+    if keep > 0:
+        for old in checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
+    """``auto``: the newest complete checkpoint in output_dir (None if there is none); else a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / STATE_NAME).is_file():
+        raise CheckpointError(f"{resume}: not a complete checkpoint (no {STATE_NAME})")
+    return path
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    try:
+        state = json.loads((path / STATE_NAME).read_text())
+        model = load_file(str(path / "model.safetensors"))
+        optim = load_file(str(path / "optimizer.safetensors"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    return model, optim, state

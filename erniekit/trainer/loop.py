@@ -1,0 +1,293 @@
+"""The training loop, shared by every method. Read it top to bottom: ``Trainer.fit`` is the whole story.
+
+A method (methods/*.py) supplies micro-batches and a loss; this loop does the rest: accumulation with
+step-wide normalisation, clipping, the learning-rate schedule, NaN handling, logging, evaluation and
+atomic checkpoints from which a stopped run resumes exactly (same losses from step n+1 on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from erniekit.config import Recipe, render_yaml
+from erniekit.config.core import ConfigError
+from erniekit.errors import CheckpointError, ErniekitError
+from erniekit.models import build_model, flavor_args, load_model
+from erniekit.tokenizer import load_tokenizer
+from erniekit.trainer import checkpoint as ckpt
+from erniekit.trainer.metrics import MetricsLogger
+from erniekit.trainer.optim import LRSchedule, build_optimizer, grad_norm, scale_grads
+
+log = logging.getLogger("erniekit.train")
+
+
+class TrainingStopped(ErniekitError):
+    """Training stopped on purpose (non-finite loss with on_nan=stop); the last good state was saved."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps completed
+    tokens: int = 0  # input tokens trained on (this rank)
+    nan_steps: int = 0  # steps whose update was skipped for a non-finite loss or gradient
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def select_device(train_cfg) -> str:
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if train_cfg.device == "gpu" and not has_gpu:
+        raise ConfigError("no CUDA GPU is available to this Paddle build", key="train.device")
+    device = "gpu" if train_cfg.device == "gpu" or (train_cfg.device == "auto" and has_gpu) else "cpu"
+    paddle.set_device(device)
+    return device
+
+
+def select_precision(train_cfg, device: str) -> str:
+    if device == "cpu":
+        if train_cfg.precision in ("bf16", "fp16"):
+            raise ConfigError(
+                "Paddle's CPU kernels compute in fp32 only (bf16/fp16 would silently do nothing); "
+                "use auto or fp32 on CPU",
+                key="train.precision",
+            )
+        return "fp32"
+    if train_cfg.precision == "auto":
+        return "bf16" if paddle.amp.is_bfloat16_supported() else "fp16"
+    return train_cfg.precision
+
+
+def probe_output_dir(path: Path) -> None:
+    """Fail before training, not at the first save, when results cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise ErniekitError(f"{path}: output directory is not writable ({e.strerror})") from None
+
+
+def build_tokenizer_and_model(recipe: Recipe):
+    m = recipe.model
+    tokenizer = load_tokenizer(m.tokenizer or m.path, recipe.data.template)
+    if m.path is not None:
+        model = load_model(m.path)
+    else:
+        model = build_model(flavor_args(m.flavor), seed=recipe.train.seed)
+    if tokenizer.vocab_size > model.args.vocab_size:
+        raise ConfigError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is "
+            f"{model.args.vocab_size}",
+            key="model.tokenizer",
+        )
+    return tokenizer, model
+
+
+def build_method(recipe: Recipe, tokenizer, rank: int, world: int):
+    from erniekit.methods.sft import SFT
+
+    methods = {"sft": SFT}
+    return methods[recipe.method.name](recipe, tokenizer, rank, world)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        t = recipe.train
+        self.output_dir = Path(t.output_dir)
+        probe_output_dir(self.output_dir)
+        self.device = select_device(t)
+        self.precision = select_precision(t, self.device)
+        if not recipe.data.train:
+            raise ConfigError("training needs at least one file", key="data.train")
+        paddle.seed(t.seed)
+        self.tokenizer, self.model = build_tokenizer_and_model(recipe)
+        self.rank, self.world = 0, 1
+        self.method = build_method(recipe, self.tokenizer, self.rank, self.world)
+        self.params = [p for p in self.model.parameters() if not p.stop_gradient]
+        self.named_params = {n: p for n, p in self.model.named_parameters() if not p.stop_gradient}
+        self.optimizer = build_optimizer(self.params, recipe.optim)
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if self.precision == "fp16" else None
+        steps = t.max_steps if t.max_steps > 0 else t.epochs * self.method.steps_per_epoch(t.grad_accum)
+        self.total_steps = steps
+        self.schedule = LRSchedule(recipe.optim, steps)
+        self.state = TrainState()
+        removed = ckpt.remove_partials(self.output_dir)
+        if removed:
+            log.warning("removed incomplete checkpoint(s) from an interrupted save: %s", ", ".join(removed))
+        resume_from = ckpt.resolve_resume(t.resume, self.output_dir)
+        if resume_from is not None:
+            self.load(resume_from)
+        self.config_text = render_yaml(recipe)
+        (self.output_dir / "config.yaml").write_text(self.config_text)
+        self.logger = MetricsLogger(
+            self.output_dir, steps, self.state.step, recipe.logging.visualdl, recipe.logging.progress
+        )
+
+    # -------------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        t, c = self.recipe.train, self.recipe.checkpoint
+        log.info(
+            "training %d steps on %s (%s), %d micro-batches x %d rows of %d tokens per step",
+            self.total_steps,
+            self.device,
+            self.precision,
+            t.grad_accum,
+            t.micro_batch_size,
+            self.recipe.data.max_seq_len,
+        )
+        self.model.train()
+        try:
+            while self.state.step < self.total_steps:
+                data_state = self.method.state_dict()  # where this step's data starts (for Ctrl-C)
+                try:
+                    record = self.train_step()
+                except (KeyboardInterrupt, TrainingStopped):
+                    self.method.set_state_dict(data_state)  # the unfinished step never happened
+                    self.optimizer.clear_grad()
+                    raise
+                step = self.state.step
+                evaluated = t.eval_every and step % t.eval_every == 0 and step < self.total_steps
+                if evaluated:
+                    record.update(self.evaluate())
+                if evaluated or step % self.recipe.logging.every == 0 or step == self.total_steps:
+                    self.logger.log(record)
+                if c.every and step % c.every == 0:
+                    self.save()
+            final = self.evaluate()
+            if final:
+                self.logger.log({"step": self.state.step, "epoch": self.method.epoch, **final})
+        except KeyboardInterrupt:
+            log.warning("interrupted at step %d", self.state.step)
+            if c.final and self.state.step > 0:
+                self.save()
+            raise
+        except TrainingStopped:
+            self.save()
+            raise
+        else:
+            if c.final and not (self.output_dir / f"checkpoint-{self.state.step}").is_dir():
+                self.save()
+        finally:
+            self.logger.close()
+        return self.state
+
+    def train_step(self) -> dict:
+        t = self.recipe.train
+        paddle.seed(t.seed + 1_000_003 * (self.state.step + 1))  # dropout etc.: a function of the step
+        start = time.perf_counter()
+        batches = self.method.next_micro_batches(t.grad_accum)
+        norm = self.method.normalizer(batches)
+        loss_sum, extra = 0.0, {}
+        for batch in batches:
+            with self.autocast():
+                loss, stats = self.method.loss(self.model, batch, norm)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += float(loss)
+            for k, v in stats.items():
+                extra[k] = extra.get(k, 0.0) + v
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        norm_value = float(grad_norm(self.params))
+        lr = self.schedule(self.state.step)
+        if not (math.isfinite(loss_sum) and math.isfinite(norm_value)):
+            self.handle_non_finite(loss_sum, norm_value)
+        else:
+            if self.recipe.optim.grad_clip and norm_value > self.recipe.optim.grad_clip:
+                scale_grads(self.params, self.recipe.optim.grad_clip / (norm_value + 1e-6))
+            self.optimizer.set_lr(lr)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        self.optimizer.clear_grad()
+        tokens = sum(self.method.input_tokens(b) for b in batches)
+        self.state.step += 1
+        self.state.tokens += tokens
+        seconds = time.perf_counter() - start
+        return {
+            "step": self.state.step,
+            "epoch": self.method.epoch,
+            "loss": loss_sum,
+            "lr": lr,
+            "grad_norm": norm_value,
+            "tokens": self.state.tokens,
+            "tokens_per_sec": tokens / seconds,
+            "nan_steps": self.state.nan_steps,
+            **extra,
+        }
+
+    def handle_non_finite(self, loss: float, norm_value: float) -> None:
+        self.state.nan_steps += 1
+        what = f"non-finite loss {loss} / gradient norm {norm_value} at step {self.state.step + 1}"
+        if self.recipe.train.on_nan == "skip":
+            log.warning("%s: update skipped (%d so far)", what, self.state.nan_steps)
+            return
+        self.optimizer.clear_grad()
+        raise TrainingStopped(
+            f"{what}; stopped (train.on_nan=stop) after saving the last good state "
+            f"as checkpoint-{self.state.step}"
+        )
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(level="O1", dtype="bfloat16" if self.precision == "bf16" else "float16")
+
+    def evaluate(self) -> dict:
+        sums = self.method.evaluate(self.model, self.recipe.train.eval_batches)
+        if not sums:
+            return {}
+        if "loss_sum" in sums:
+            loss = sums["loss_sum"] / max(sums["tokens"], 1.0)
+            return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)), "eval_tokens": sums["tokens"]}
+        return {f"eval_{k}": v for k, v in sums.items()}
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def save(self) -> Path:
+        model_arrays = {n: ckpt._to_numpy(p) for n, p in self.model.state_dict().items()}
+        state = {
+            "step": self.state.step,
+            "trainer": self.state.state_dict(),
+            "data": self.method.state_dict(),
+            "seed": self.recipe.train.seed,
+            "model_args": self.model.args.to_dict(),
+        }
+        path = ckpt.save_checkpoint(
+            self.output_dir,
+            self.state.step,
+            model_arrays,
+            ckpt.optimizer_arrays(self.optimizer, self.named_params),
+            state,
+            self.config_text,
+            self.recipe.checkpoint.keep,
+        )
+        log.info("saved %s", path)
+        return path
+
+    def load(self, path: Path) -> None:
+        model_arrays, optim_arrays, state = ckpt.read_checkpoint(path)
+        if state.get("model_args") != self.model.args.to_dict():
+            raise CheckpointError(f"{path}: saved from a different model shape than model.* describes")
+        from erniekit.models.common.weights import check_and_assign
+
+        check_and_assign(self.model, {k: np.asarray(v) for k, v in model_arrays.items()}, str(path))
+        ckpt.load_optimizer_arrays(self.optimizer, self.named_params, optim_arrays, str(path))
+        self.method.set_state_dict(state["data"])
+        self.state = TrainState(**state["trainer"])
+        log.info("resumed from %s at step %d", path, self.state.step)
+
+
+def train(recipe: Recipe) -> TrainState:
+    return Trainer(recipe).fit()

@@ -1,0 +1,71 @@
+"""The real CLI on the debug SFT recipe: the loss falls, and Ctrl-C saves a checkpoint and exits cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from erniekit.trainer.metrics import read_metrics
+
+
+def cli(*args, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "erniekit", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_debug_sft_recipe_loss_falls(tmp_path):
+    out = tmp_path / "run"
+    proc = cli(
+        "train",
+        "ernie4_5/debug_sft",
+        f"train.output_dir={out}",
+        "train.max_steps=30",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "logging.progress=plain",
+    )
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert len(records) == 30
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    evals = [r["eval_loss"] for r in read_metrics(out / "metrics.jsonl") if "eval_loss" in r]
+    assert evals[-1] < evals[0]
+    assert (out / "checkpoint-30" / "trainer_state.json").is_file()
+    assert "threads: OMP_NUM_THREADS=" in stderr  # the runtime settings are logged
+    assert "Traceback" not in stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = cli(
+        "train",
+        "ernie4_5/debug_sft",
+        f"train.output_dir={out}",
+        "train.max_steps=100000",
+        "checkpoint.every=0",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "logging.progress=plain",
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        path = out / "metrics.jsonl"
+        if path.is_file() and len(path.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    saved = sorted(out.glob("checkpoint-*"))
+    assert len(saved) == 1 and not saved[0].name.endswith(".partial")
+    state = json.loads((saved[0] / "trainer_state.json").read_text())
+    logged = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert state["step"] == max(logged) >= 3

@@ -1,0 +1,160 @@
+"""The loop's invariants on the debug model: accumulation split, exact resume, checkpoints, NaN handling."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from erniekit.config.core import ConfigError
+from erniekit.errors import CheckpointError, ErniekitError
+from erniekit.trainer.loop import Trainer, TrainingStopped
+from erniekit.trainer.metrics import read_metrics
+from tests.helpers import debug_recipe
+
+FAST = ["data.max_seq_len=128", "optim.warmup_steps=1", "train.eval_every=0"]
+
+
+def train_records(trainer):
+    return [r for r in read_metrics(trainer.output_dir / "metrics.jsonl") if "loss" in r]
+
+
+def weights(trainer):
+    return {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}
+
+
+def test_accumulation_split_does_not_change_the_update(tmp_path):
+    runs = {}
+    for mbs, accum in ((8, 1), (2, 4)):
+        recipe = debug_recipe(
+            tmp_path / f"{mbs}x{accum}",
+            *FAST,
+            "train.max_steps=3",
+            f"train.micro_batch_size={mbs}",
+            f"train.grad_accum={accum}",
+            "checkpoint.final=false",
+        )
+        trainer = Trainer(recipe)
+        trainer.fit()
+        runs[mbs] = (train_records(trainer), weights(trainer))
+    (m8, w8), (m2, w2) = runs[8], runs[2]
+    for a, b in zip(m8, m2):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)  # Adam alone would hide scale errors
+    for k in w8:
+        np.testing.assert_allclose(w8[k], w2[k], atol=1e-5)
+
+
+def test_resume_continues_with_identical_losses_and_weights(tmp_path):
+    steps = ["train.max_steps=6", "checkpoint.every=3", "train.grad_accum=2"]
+    straight = Trainer(debug_recipe(tmp_path / "straight", *FAST, *steps))
+    straight.fit()
+    expected = train_records(straight)
+
+    first = Trainer(debug_recipe(tmp_path / "stopped", *FAST, *steps))
+    for _ in range(3):
+        first.logger.log(first.train_step())
+    first.save()
+    first.logger.close()
+    resumed = Trainer(debug_recipe(tmp_path / "stopped", *FAST, *steps, "train.resume=auto"))
+    assert resumed.state.step == 3
+    resumed.fit()
+    got = train_records(resumed)
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(expected, got):
+        assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"], a["step"]
+    for k, v in weights(straight).items():
+        np.testing.assert_array_equal(v, weights(resumed)[k])
+
+
+def test_checkpoint_layout_metrics_and_keep(tmp_path):
+    trainer = Trainer(
+        debug_recipe(
+            tmp_path,
+            *FAST,
+            "train.max_steps=4",
+            "checkpoint.every=1",
+            "checkpoint.keep=2",
+            "data.eval_holdout=8",
+        )
+    )
+    trainer.fit()
+    out = trainer.output_dir
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    assert sorted(p.name for p in (out / "checkpoint-4").iterdir()) == [
+        "config.yaml",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["data"]["loader"]["position"] == 4 * 2 * 2  # steps x rows x accum
+    records = read_metrics(out / "metrics.jsonl")
+    for key in ("step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_sec"):
+        assert key in records[0]
+    assert "eval_loss" in records[-1] and math.isclose(
+        records[-1]["eval_ppl"], math.exp(records[-1]["eval_loss"])
+    )
+    assert (out / "config.yaml").read_text().startswith("model:")
+
+
+def test_partial_checkpoint_is_ignored_and_removed(tmp_path):
+    trainer = Trainer(debug_recipe(tmp_path, *FAST, "train.max_steps=2", "checkpoint.every=1"))
+    trainer.fit()
+    partial = trainer.output_dir / "checkpoint-3.partial"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"garbage")
+    resumed = Trainer(debug_recipe(tmp_path, *FAST, "train.max_steps=3", "train.resume=auto"))
+    assert resumed.state.step == 2 and not partial.exists()
+
+
+def test_resume_from_other_model_shape_is_refused(tmp_path):
+    Trainer(debug_recipe(tmp_path, *FAST, "train.max_steps=1")).fit()
+    with pytest.raises(CheckpointError, match="different model shape"):
+        Trainer(
+            debug_recipe(
+                tmp_path, *FAST, "train.max_steps=2", "train.resume=auto", "model.flavor=ernie4_5/debug-moe"
+            )
+        )
+
+
+def test_non_finite_loss_stop_saves_last_good_state(tmp_path, monkeypatch):
+    trainer = Trainer(debug_recipe(tmp_path, *FAST, "train.max_steps=4", "train.grad_accum=1"))
+    real = trainer.method.loss
+    calls = {"n": 0}
+
+    def poisoned(model, batch, norm):
+        calls["n"] += 1
+        loss, stats = real(model, batch, norm)
+        return (loss * float("nan"), stats) if calls["n"] == 3 else (loss, stats)
+
+    monkeypatch.setattr(trainer.method, "loss", poisoned)
+    with pytest.raises(TrainingStopped, match="non-finite loss nan .* at step 3; stopped"):
+        trainer.fit()
+    assert (trainer.output_dir / "checkpoint-2").is_dir()
+    state = json.loads((trainer.output_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["data"]["loader"]["position"] == 2 * 2  # the failed step's data is not consumed
+
+
+def test_non_finite_loss_skip_counts(tmp_path, monkeypatch):
+    trainer = Trainer(debug_recipe(tmp_path, *FAST, "train.max_steps=3", "train.on_nan=skip"))
+    before = weights(trainer)
+    real = trainer.method.loss
+    monkeypatch.setattr(trainer.method, "loss", lambda m, b, n: (real(m, b, n)[0] * float("inf"), {}))
+    trainer.fit()
+    assert trainer.state.nan_steps == 3
+    assert all(np.array_equal(v, weights(trainer)[k]) for k, v in before.items())
+    assert [
+        r["nan_steps"] for r in read_metrics(trainer.output_dir / "metrics.jsonl") if "nan_steps" in r
+    ] == [1, 2, 3]
+
+
+def test_setup_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="train.precision: Paddle's CPU kernels compute in fp32 only"):
+        Trainer(debug_recipe(tmp_path, "train.precision=bf16"))
+    with pytest.raises(ConfigError, match="data.train: training needs at least one file"):
+        Trainer(debug_recipe(tmp_path, "data.train=[]"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ErniekitError, match="output directory is not writable"):
+        Trainer(debug_recipe(tmp_path, f"train.output_dir={blocker / 'out'}"))
