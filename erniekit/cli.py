@@ -52,6 +52,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime() -> None:
+    _setup_logging()
+    from erniekit.runtime import setup_runtime
+
+    settings = setup_runtime()
+    import logging
+
+    logging.getLogger("erniekit").info(settings.describe())
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    _runtime()
+    if args.to == "paddle-inference":
+        from erniekit.export.paddle_inference import export_paddle_inference
+
+        export_paddle_inference(args.run, args.out)
+    else:
+        from erniekit.export.hf import export_hf
+
+        export_hf(args.run, args.out, args.merge_lora, args.dtype, args.max_shard_size)
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    _runtime()
+    from erniekit.chat import chat
+
+    return chat(
+        args.model,
+        prompt=args.prompt,
+        system=args.system,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    _runtime()
+    import json
+
+    from erniekit.evaluate import run_eval
+
+    results = run_eval(args.target, args.overrides, args.data, args.generation, args.out)
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erniekit",
@@ -66,24 +116,58 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("recipe", help="recipe file, or a name under recipes/ such as ernie4_5/debug_sft")
     show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as optim.lr=3e-4")
     show.add_argument("--no-docs", action="store_true", help="omit the field docs")
-    show.set_defaults(run=_cmd_config_show)
+    show.set_defaults(func=_cmd_config_show)
 
     train = verbs.add_parser("train", help="run a recipe (SFT, LoRA, DPO, GRPO, PPO)")
     train.add_argument("recipe", help="recipe file, or a name under recipes/ such as ernie4_5/debug_sft")
     train.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as train.max_steps=10"
     )
-    train.set_defaults(run=_cmd_train)
+    train.set_defaults(func=_cmd_train)
+
+    export = verbs.add_parser(
+        "export", help="write a run as HF safetensors, a PEFT adapter or a Paddle program"
+    )
+    export.add_argument("run", help="a checkpoint-N directory, or a run's output_dir (its newest checkpoint)")
+    export.add_argument("--out", required=True, help="directory to write")
+    export.add_argument("--to", choices=["hf", "paddle-inference"], default="hf")
+    export.add_argument("--merge-lora", action="store_true", help="fold LoRA adapters into the weights")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    export.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 500MB, 5GB")
+    export.set_defaults(func=_cmd_export)
+
+    chat = verbs.add_parser("chat", help="talk to a model directory or a training run")
+    chat.add_argument("model", help="HF model directory, checkpoint, or run directory")
+    chat.add_argument("--prompt", help="one message, answered non-interactively")
+    chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--top-k", type=int, default=0)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.set_defaults(func=_cmd_chat)
+
+    ev = verbs.add_parser("eval", help="loss/perplexity and generation scores")
+    ev.add_argument("target", help="a recipe, or a model / run directory")
+    ev.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. eval.scorer=numeric"
+    )
+    ev.add_argument(
+        "--data", action="append", default=[], help="SFT-format file for loss/perplexity (repeatable)"
+    )
+    ev.add_argument("--generation", action="append", default=[], help="{prompt, answer} file to score")
+    ev.add_argument("--out", help="write results and completions as JSON here")
+    ev.set_defaults(func=_cmd_eval)
 
     recipes = verbs.add_parser("recipes", help="list the shipped recipes")
-    recipes.set_defaults(run=_cmd_recipes)
+    recipes.set_defaults(func=_cmd_recipes)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.func(args)
     except ErniekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -75,6 +75,25 @@ METHODS: dict[str, type] = {"sft": SFTConfig}
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters: train small A, B matrices next to frozen weights (works with every method)."""
+
+    enabled: bool = option(False, "Train LoRA adapters instead of all parameters.")
+    rank: int = option(8, "Adapter rank r.", gt=0)
+    alpha: float = option(
+        16.0, "Scale numerator: updates are multiplied by alpha / r (rsLoRA: / sqrt(r)).", gt=0
+    )
+    dropout: float = option(0.0, "Dropout on the adapters' input (linear layers).", ge=0, lt=1)
+    targets: list[str] = option(
+        ["all-linear"],
+        "Layers: all-linear, qkv_proj (or q_proj/k_proj/v_proj), o_proj, up_gate_proj "
+        "(or gate_proj/up_proj), down_proj, experts (MoE routed experts).",
+    )
+    rslora: bool = option(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r.")
+    lora_plus_ratio: float = option(1.0, "LoRA+: B's learning rate is this multiple of optim.lr.", ge=1)
+
+
+@dataclass
 class OptimConfig:
     """AdamW and its learning-rate schedule."""
 
@@ -136,22 +155,45 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """``erniekit eval``: generate for prompt/answer files and score (loss and perplexity use data.eval)."""
+
+    generation: list[DatasetSpec] = option([], "Files of {prompt, answer} records to generate for and score.")
+    scorer: str = option(
+        "exact",
+        "exact (normalised equality), contains, numeric, or module:function(completion, answer, record).",
+    )
+    max_new_tokens: int = option(128, "Longest completion generated per prompt.", gt=0)
+    temperature: float = option(0.0, "Sampling temperature; 0 is greedy.", ge=0)
+    batch_size: int = option(8, "Prompts generated together (left-padded).", gt=0)
+
+
+@dataclass
 class Recipe:
     """A complete run: model + method + data + optimisation + where results go."""
 
     model: ModelConfig = option(ModelConfig(), "The network.")
     data: DataConfig = option(DataConfig(), "Training and evaluation data.")
     method: SFTConfig = option(SFTConfig(), "Training method, selected by method.name.", variants=METHODS)
+    lora: LoraConfig = option(LoraConfig(), "LoRA adapters (off by default: full fine-tuning).")
     optim: OptimConfig = option(OptimConfig(), "Optimizer and schedule.")
     train: TrainConfig = option(TrainConfig(), "The training loop.")
     checkpoint: CheckpointConfig = option(CheckpointConfig(), "Checkpoints.")
     logging: LoggingConfig = option(LoggingConfig(), "Metrics and progress output.")
+    eval: EvalConfig = option(EvalConfig(), "Generation-based evaluation (erniekit eval).")
 
     def validate(self) -> None:
         """Cross-field rules; raises ConfigError naming the offending key."""
         if (self.model.path is None) == (self.model.flavor is None):
             raise ConfigError(
                 "set exactly one of model.path (load weights) or model.flavor (random init)", key="model"
+            )
+        from erniekit.peft.targets import ALL_TARGETS
+
+        bad = [t for t in self.lora.targets if t not in ALL_TARGETS]
+        if bad:
+            raise ConfigError(
+                f"unknown target {bad[0]!r}; choose from {', '.join(ALL_TARGETS)}", key="lora.targets"
             )
         if self.model.flavor is not None and self.model.tokenizer is None:
             raise ConfigError("a randomly initialised model needs model.tokenizer", key="model.tokenizer")

@@ -98,15 +98,19 @@ class SFT:
             examples, stats = load_sft_examples(spec, recipe, tokenizer)
             self.stats[spec.path] = stats.as_dict()
             self.eval_sources.append(examples)
-        self.loader = RowLoader(
-            [s.lengths for s in self.train_sources],
-            spec_weights(d.train),
-            d.max_seq_len,
-            d.packing,
-            t.seed,
-            d.shuffle,
-            rank,
-            world,
+        self.loader = (
+            None
+            if not self.train_sources
+            else RowLoader(
+                [s.lengths for s in self.train_sources],
+                spec_weights(d.train),
+                d.max_seq_len,
+                d.packing,
+                t.seed,
+                d.shuffle,
+                rank,
+                world,
+            )
         )
         self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
 

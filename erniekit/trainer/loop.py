@@ -14,17 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import paddle
 
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
-from erniekit.errors import CheckpointError, ErniekitError
-from erniekit.models import build_model, flavor_args, load_model
-from erniekit.tokenizer import load_tokenizer
+from erniekit.errors import ErniekitError
 from erniekit.trainer import checkpoint as ckpt
 from erniekit.trainer.metrics import MetricsLogger
 from erniekit.trainer.optim import LRSchedule, build_optimizer, grad_norm, scale_grads
+from erniekit.trainer.restore import load_model_arrays, model_arrays, model_from_recipe
 
 log = logging.getLogger("erniekit.train")
 
@@ -77,22 +75,6 @@ def probe_output_dir(path: Path) -> None:
         raise ErniekitError(f"{path}: output directory is not writable ({e.strerror})") from None
 
 
-def build_tokenizer_and_model(recipe: Recipe):
-    m = recipe.model
-    tokenizer = load_tokenizer(m.tokenizer or m.path, recipe.data.template)
-    if m.path is not None:
-        model = load_model(m.path)
-    else:
-        model = build_model(flavor_args(m.flavor), seed=recipe.train.seed)
-    if tokenizer.vocab_size > model.args.vocab_size:
-        raise ConfigError(
-            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is "
-            f"{model.args.vocab_size}",
-            key="model.tokenizer",
-        )
-    return tokenizer, model
-
-
 def build_method(recipe: Recipe, tokenizer, rank: int, world: int):
     from erniekit.methods.sft import SFT
 
@@ -111,7 +93,7 @@ class Trainer:
         if not recipe.data.train:
             raise ConfigError("training needs at least one file", key="data.train")
         paddle.seed(t.seed)
-        self.tokenizer, self.model = build_tokenizer_and_model(recipe)
+        self.tokenizer, self.model = model_from_recipe(recipe)
         self.rank, self.world = 0, 1
         self.method = build_method(recipe, self.tokenizer, self.rank, self.world)
         self.params = [p for p in self.model.parameters() if not p.stop_gradient]
@@ -256,7 +238,6 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self) -> Path:
-        model_arrays = {n: ckpt._to_numpy(p) for n, p in self.model.state_dict().items()}
         state = {
             "step": self.state.step,
             "trainer": self.state.state_dict(),
@@ -267,7 +248,7 @@ class Trainer:
         path = ckpt.save_checkpoint(
             self.output_dir,
             self.state.step,
-            model_arrays,
+            model_arrays(self.model),
             ckpt.optimizer_arrays(self.optimizer, self.named_params),
             state,
             self.config_text,
@@ -277,12 +258,8 @@ class Trainer:
         return path
 
     def load(self, path: Path) -> None:
-        model_arrays, optim_arrays, state = ckpt.read_checkpoint(path)
-        if state.get("model_args") != self.model.args.to_dict():
-            raise CheckpointError(f"{path}: saved from a different model shape than model.* describes")
-        from erniekit.models.common.weights import check_and_assign
-
-        check_and_assign(self.model, {k: np.asarray(v) for k, v in model_arrays.items()}, str(path))
+        arrays, optim_arrays, state = ckpt.read_checkpoint(path)
+        load_model_arrays(self.model, arrays, str(path), state.get("model_args"))
         ckpt.load_optimizer_arrays(self.optimizer, self.named_params, optim_arrays, str(path))
         self.method.set_state_dict(state["data"])
         self.state = TrainState(**state["trainer"])

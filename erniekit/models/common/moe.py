@@ -57,30 +57,49 @@ class Experts(nn.Layer):
             [num_experts, intermediate_size, hidden_size], default_initializer=init
         )
 
+    def expert_weights(self) -> tuple[list[paddle.Tensor], list[paddle.Tensor]]:
+        """Per-expert [H, 2I] and [I, H] matrices. Split once: each expert's slice then gets its gradient
+        through one concat, instead of E full-size zero-filled slice gradients."""
+        up_gate = [w.squeeze(0) for w in paddle.split(self.up_gate_proj, self.num_experts)]
+        down = [w.squeeze(0) for w in paddle.split(self.down_proj, self.num_experts)]
+        return up_gate, down
+
     def forward(
         self, x_th: paddle.Tensor, experts_tk: paddle.Tensor, weights_tk: paddle.Tensor
     ) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode():
+            return self._forward_traced(x_th, experts_tk, weights_tk)
         k = experts_tk.shape[1]
         flat = experts_tk.reshape([-1])
         order = paddle.argsort(flat, stable=True)  # assignment slots grouped by expert
         counts = paddle.bincount(flat, minlength=self.num_experts).tolist()
         token_of_slot = order // k
         x_sorted = paddle.gather(x_th, token_of_slot)  # [T*k, H]
-        # split once: each expert's weight slice gets its gradient from one concat, not E full-size adds
-        up_gate, down = (
-            paddle.split(self.up_gate_proj, self.num_experts),
-            paddle.split(self.down_proj, self.num_experts),
-        )
+        up_gate, down = self.expert_weights()
         outs, start = [], 0
         for e, n in enumerate(counts):
             if n:
                 seg = x_sorted[start : start + n]
-                outs.append(paddle.matmul(swiglu(paddle.matmul(seg, up_gate[e][0])), down[e][0]))
+                outs.append(paddle.matmul(swiglu(paddle.matmul(seg, up_gate[e])), down[e]))
                 start += n
         y_sorted = paddle.concat(outs) * paddle.gather(weights_tk.reshape([-1]), order).unsqueeze(-1).astype(
             x_th.dtype
         )
         return paddle.index_add(paddle.zeros_like(x_th), token_of_slot, 0, y_sorted)
+
+    def _forward_traced(self, x_th, experts_tk, weights_tk) -> paddle.Tensor:
+        """The same computation without reading counts back to Python, for static graphs (export):
+        each expert gathers its tokens with a data-dependent index instead of a known segment."""
+        k = experts_tk.shape[1]
+        flat, weights = experts_tk.reshape([-1]), weights_tk.reshape([-1]).astype(x_th.dtype)
+        up_gate, down = self.expert_weights()
+        y = paddle.zeros_like(x_th)
+        for e in range(self.num_experts):
+            slots = paddle.nonzero(flat == e).reshape([-1])
+            tokens = slots // k
+            out = paddle.matmul(swiglu(paddle.matmul(paddle.gather(x_th, tokens), up_gate[e])), down[e])
+            y = paddle.index_add(y, tokens, 0, out * paddle.gather(weights, slots).unsqueeze(-1))
+        return y
 
 
 class MoE(nn.Layer):

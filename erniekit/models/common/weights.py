@@ -246,10 +246,17 @@ def _natural_key(name: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
-def check_and_assign(model, arrays: Mapping[str, np.ndarray], origin: str) -> None:
-    """Copy ``arrays`` into ``model``'s parameters and buffers, refusing missing or misshaped tensors."""
+def check_and_assign(
+    model, arrays: Mapping[str, np.ndarray], origin: str, required: Iterable[str] | None = None
+) -> None:
+    """Copy ``arrays`` into ``model``'s parameters and buffers; refuse missing, unknown or misshaped ones.
+
+    ``required`` names the tensors that must be present (default: all of them); a LoRA checkpoint, for
+    instance, carries only the adapters and buffers, the base weights coming from the model itself.
+    """
     state = model.state_dict()
-    missing = [k for k in state if k not in arrays]
+    need = list(state) if required is None else list(required)
+    missing = [k for k in need if k not in arrays]
     if missing:
         raise CheckpointError(
             f"{origin}: no weights for {missing[0]}"
@@ -258,8 +265,8 @@ def check_and_assign(model, arrays: Mapping[str, np.ndarray], origin: str) -> No
     unexpected = [k for k in arrays if k not in state]
     if unexpected:
         raise CheckpointError(f"{origin}: unexpected tensor {unexpected[0]} for this model configuration")
-    for key, target in state.items():
-        value = arrays[key]
+    for key, value in arrays.items():
+        target = state[key]
         if tuple(value.shape) != tuple(target.shape):
             raise CheckpointError(
                 f"{origin}: tensor {key} has shape {list(value.shape)}, "

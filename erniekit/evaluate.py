@@ -1,0 +1,99 @@
+"""``erniekit eval``: loss and perplexity on ``data.eval``, and generation scores on ``eval.generation``.
+
+The target is a recipe (its model and data), or a model directory / training run, in which case the data
+files come from the command line. Results are printed and, with ``--out``, written as JSON together with
+every completion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from erniekit.config import Recipe, load_recipe
+from erniekit.config.core import build
+from erniekit.data.prompts import read_prompts
+from erniekit.scoring import resolve_scorer
+
+
+def generation_scores(tokenizer, model, recipe: Recipe) -> tuple[dict, list[dict]]:
+    cfg = recipe.eval
+    scorer = resolve_scorer(cfg.scorer)
+    results, samples = {}, []
+    for spec in cfg.generation:
+        records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples)
+        scores = []
+        for i in range(0, len(records), cfg.batch_size):
+            chunk = records[i : i + cfg.batch_size]
+            prompts = [tokenizer.encode_chat(r.messages, add_generation_prompt=True)[0] for r in chunk]
+            outs = model.generate(
+                prompts,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                eos_token_ids=tokenizer.stop_ids,
+                pad_token_id=tokenizer.pad_id,
+                seed=recipe.train.seed,
+            )
+            for record, tokens in zip(chunk, outs):
+                completion = tokenizer.decode(tokens)
+                score = float(scorer(completion, record.answer, record.data))
+                scores.append(score)
+                samples.append(
+                    {"where": record.where, "completion": completion, "answer": record.answer, "score": score}
+                )
+        results[spec.path] = {"score": sum(scores) / len(scores), "n": len(scores)}
+    return results, samples
+
+
+def loss_scores(tokenizer, model, recipe: Recipe) -> dict:
+    if not recipe.data.eval:
+        return {}
+    from erniekit.methods.sft import SFT
+
+    sums = SFT(recipe, tokenizer).evaluate(model)
+    loss = sums["loss_sum"] / max(sums["tokens"], 1.0)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": sums["tokens"]}
+
+
+def target_recipe(
+    target: str, overrides: list[str], data: list[str], generation: list[str]
+) -> tuple[Recipe, str]:
+    """The recipe to evaluate, and where the weights are: 'recipe' (its model) or a model/run directory."""
+    from erniekit.config.load import apply_overrides
+    from erniekit.config.schema import DatasetSpec
+    from erniekit.trainer.restore import find_checkpoint
+
+    path = Path(target)
+    if path.is_dir() and (path / "config.json").is_file():
+        recipe, weights = (
+            build(Recipe, apply_overrides({"model": {"path": str(path)}}, overrides, {})),
+            str(path),
+        )
+    elif path.is_dir():
+        recipe, weights = load_recipe(find_checkpoint(path) / "config.yaml", overrides), str(path)
+    else:
+        recipe, weights = load_recipe(target, overrides), "recipe"
+    recipe.data.eval += [DatasetSpec(path=p) for p in data]
+    recipe.eval.generation += [DatasetSpec(path=p) for p in generation]
+    return recipe, weights
+
+
+def run_eval(
+    target: str, overrides: list[str], data: list[str], generation: list[str], out: str | None = None
+) -> dict:
+    from erniekit.chat import load_for_inference
+    from erniekit.trainer.restore import model_from_recipe
+
+    recipe, weights = target_recipe(target, overrides, data, generation)
+    if weights == "recipe":
+        tokenizer, model = model_from_recipe(recipe)
+        model.eval()
+    else:
+        tokenizer, model = load_for_inference(weights)
+    results = {"loss": loss_scores(tokenizer, model, recipe)}
+    results["generation"], samples = generation_scores(tokenizer, model, recipe)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({**results, "samples": samples}, indent=2, ensure_ascii=False) + "\n")
+    return results

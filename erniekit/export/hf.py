@@ -1,0 +1,75 @@
+"""A trained run -> files other tools read: an HF model directory, or a PEFT adapter.
+
+    export_hf("output/run", "out/", merge_lora=True)     # config.json, safetensors (+index), tokenizer
+    export_hf("output/run", "out/", merge_lora=False)    # LoRA runs: adapter_config.json + adapter weights
+
+An adapter needs its base model on disk. When the run's base was a randomly initialised flavor (tests,
+debug runs), the base is written next to the adapter in ``base_model/`` and the adapter points there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from erniekit.models import save_pretrained, state_dict_numpy
+from erniekit.peft.adapter import save_peft_adapter
+from erniekit.peft.lora import lora_layers, merged_state
+from erniekit.trainer.restore import restore
+
+log = logging.getLogger(__name__)
+
+
+def _write_tokenizer(tokenizer, out: Path) -> None:
+    tokenizer.save(out)
+    gen_path = out / "generation_config.json"
+    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    generation["eos_token_id"] = tokenizer.stop_ids if len(tokenizer.stop_ids) > 1 else tokenizer.stop_ids[0]
+    generation["pad_token_id"] = tokenizer.pad_id
+    gen_path.write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def export_hf(
+    run: str | Path,
+    out: str | Path,
+    merge_lora: bool = False,
+    dtype: str = "float32",
+    max_shard_size: str = "5GB",
+) -> Path:
+    recipe, tokenizer, model = restore(run)
+    out = Path(out)
+    has_lora = bool(lora_layers(model))
+    if has_lora and not merge_lora:
+        base = recipe.model.path
+        if base is None:
+            base_dir = out / "base_model"
+            save_pretrained(model, base_dir, dtype, max_shard_size, arrays=_base_arrays(model))
+            _write_tokenizer(tokenizer, base_dir)
+            base = str(base_dir.resolve())
+        save_peft_adapter(model, out, recipe.lora, str(Path(base).resolve()) if recipe.model.path else base)
+        tokenizer.save(out)
+        log.info("wrote PEFT adapter to %s (base model: %s)", out, base)
+        return out
+    arrays = {k: v.numpy() for k, v in merged_state(model).items()} if has_lora else None
+    save_pretrained(model, out, dtype, max_shard_size, arrays=arrays)
+    _write_tokenizer(tokenizer, out)
+    log.info("wrote %s model to %s", "merged" if has_lora else "full", out)
+    return out
+
+
+def merged_model(model):
+    """A plain model (no adapter layers) with any LoRA folded into its weights; the model itself if none."""
+    if not lora_layers(model):
+        return model
+    from erniekit.models import build_model
+    from erniekit.models.common.weights import check_and_assign
+
+    plain = build_model(model.args)
+    check_and_assign(plain, {k: v.numpy() for k, v in merged_state(model).items()}, "merged LoRA model")
+    plain.eval()
+    return plain
+
+
+def _base_arrays(model) -> dict:
+    return {k: v for k, v in state_dict_numpy(model).items() if ".lora_" not in k}

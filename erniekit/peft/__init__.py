@@ -1,0 +1,1 @@
+"""Parameter-efficient fine-tuning: LoRA (lora.py) and the PEFT adapter format (adapter.py)."""

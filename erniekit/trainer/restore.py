@@ -1,0 +1,82 @@
+"""Building a recipe's model (base weights + optional LoRA) and restoring one from a checkpoint.
+
+Used by training, export, chat and eval, so every verb reconstructs a run the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from erniekit.config import Recipe, load_recipe
+from erniekit.config.core import ConfigError
+from erniekit.errors import CheckpointError
+from erniekit.models import build_model, flavor_args, load_model
+from erniekit.models.common.weights import check_and_assign
+from erniekit.tokenizer import load_tokenizer
+from erniekit.trainer import checkpoint as ckpt
+
+
+def model_from_recipe(recipe: Recipe):
+    """(tokenizer, model): base weights from model.path or a seeded flavor, then LoRA when enabled."""
+    m = recipe.model
+    tokenizer = load_tokenizer(m.tokenizer or m.path, recipe.data.template)
+    if m.path is not None:
+        model = load_model(m.path)
+    else:
+        model = build_model(flavor_args(m.flavor), seed=recipe.train.seed)
+    if tokenizer.vocab_size > model.args.vocab_size:
+        raise ConfigError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is "
+            f"{model.args.vocab_size}",
+            key="model.tokenizer",
+        )
+    if recipe.lora.enabled:
+        from erniekit.peft.lora import apply_lora
+
+        lo = recipe.lora
+        apply_lora(model, lo.targets, lo.rank, lo.alpha, lo.dropout, lo.rslora, lo.lora_plus_ratio)
+    return tokenizer, model
+
+
+def saved_state_names(model) -> list[str]:
+    """What a checkpoint stores: trainable parameters and buffers (frozen base weights are not saved)."""
+    params = dict(model.named_parameters())
+    return [n for n in model.state_dict() if n not in params or not params[n].stop_gradient]
+
+
+def model_arrays(model) -> dict[str, np.ndarray]:
+    state = model.state_dict()
+    return {n: ckpt._to_numpy(state[n]) for n in saved_state_names(model)}
+
+
+def load_model_arrays(model, arrays: dict[str, np.ndarray], origin: str, args_dict: dict | None) -> None:
+    if args_dict is not None and args_dict != model.args.to_dict():
+        raise CheckpointError(
+            f"{origin}: saved from a different model shape than model.* describes "
+            f"(is this adapter for another base model?)"
+        )
+    check_and_assign(model, arrays, origin, required=saved_state_names(model))
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or the newest checkpoint of a run's output directory."""
+    path = Path(path)
+    if (path / ckpt.STATE_NAME).is_file():
+        return path
+    found = ckpt.checkpoints(path)
+    if not found:
+        raise CheckpointError(f"{path}: neither a checkpoint nor a run directory with checkpoints")
+    return found[-1]
+
+
+def restore(path: str | Path):
+    """(recipe, tokenizer, model) of a checkpoint or run directory, weights as trained."""
+    checkpoint = find_checkpoint(path)
+    recipe = load_recipe(checkpoint / "config.yaml")
+    tokenizer, model = model_from_recipe(recipe)
+    arrays, _, state = ckpt.read_checkpoint(checkpoint)
+    load_model_arrays(model, arrays, str(checkpoint), state.get("model_args"))
+    model.eval()
+    return recipe, tokenizer, model
