@@ -102,6 +102,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_gguf(args: argparse.Namespace) -> int:
+    _runtime()
+    from erniekit.convert.gguf import convert_gguf
+
+    convert_gguf(args.input, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erniekit",
@@ -158,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--generation", action="append", default=[], help="{prompt, answer} file to score")
     ev.add_argument("--out", help="write results and completions as JSON here")
     ev.set_defaults(func=_cmd_eval)
+
+    convert = verbs.add_parser("convert", help="convert other model formats to an HF directory")
+    convert_verbs = convert.add_subparsers(dest="convert_verb", metavar="FORMAT", required=True)
+    gguf = convert_verbs.add_parser("gguf", help="llama.cpp GGUF (llama/qwen2 architectures) -> HF directory")
+    gguf.add_argument("input", help="the .gguf file")
+    gguf.add_argument("--out", required=True, help="directory to write")
+    gguf.set_defaults(func=_cmd_convert_gguf)
 
     recipes = verbs.add_parser("recipes", help="list the shipped recipes")
     recipes.set_defaults(func=_cmd_recipes)

@@ -8,7 +8,6 @@ every completion.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from erniekit.config import Recipe, load_recipe
@@ -51,9 +50,7 @@ def loss_scores(tokenizer, model, recipe: Recipe) -> dict:
         return {}
     from erniekit.methods.sft import SFT
 
-    sums = SFT(recipe, tokenizer).evaluate(model)
-    loss = sums["loss_sum"] / max(sums["tokens"], 1.0)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": sums["tokens"]}
+    return SFT(recipe, tokenizer).evaluate(model)
 
 
 def target_recipe(

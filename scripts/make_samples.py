@@ -126,6 +126,39 @@ def sft_messages(rng: random.Random, n: int) -> list[dict]:
     return rows
 
 
+DODGES = [
+    "I do not know.",
+    "No idea, sorry.",
+    "Ask someone else.",
+    "That is not something I can answer.",
+    "我不知道。",
+    "Why do you ask?",
+]
+
+
+def dpo_pairs(rng: random.Random, n: int) -> tuple[list[dict], list[dict]]:
+    """Preference pairs a tiny model can learn: the chosen reply answers, the rejected one dodges or errs.
+
+    Returned in ERNIEKit's DPO layout (src/tgt/response/sort) and in the prompt/chosen/rejected layout."""
+    erniekit_rows, pair_rows = [], []
+    for i in range(n):
+        q, a = task(rng)
+        bad = rng.choice(DODGES) if rng.random() < 0.7 else a.replace("1", "7").replace("2", "9") + " Maybe."
+        if i % 4 == 3:
+            pair_rows.append({"prompt": q, "chosen": a, "rejected": bad})
+            continue
+        better_first = rng.random() < 0.5
+        erniekit_rows.append(
+            {
+                "src": [q],
+                "tgt": [],
+                "response": [[a], [bad]] if better_first else [[bad], [a]],
+                "sort": [1, 0] if better_first else [0, 1],
+            }
+        )
+    return erniekit_rows, pair_rows
+
+
 def train_tokenizer(texts: list[str], out: Path) -> None:
     import sentencepiece as spm
 
@@ -178,9 +211,12 @@ def main() -> None:
         json.dumps(alpaca_rows, ensure_ascii=False, indent=1) + "\n", "utf-8"
     )
     write_jsonl(OUT / "sft_messages.jsonl", message_rows)
+    dpo_erniekit, dpo_prompt_pairs = dpo_pairs(rng, 320)
+    write_jsonl(OUT / "dpo_erniekit.jsonl", dpo_erniekit)
+    write_jsonl(OUT / "dpo_pairs.jsonl", dpo_prompt_pairs)
     texts = [t for r in erniekit_rows for t in (*r["src"], *r["tgt"], r.get("system", ""))]
     texts += [r["instruction"] + " " + r["input"] + " " + r["output"] for r in alpaca_rows]
-    texts += ["User: Assistant: " for _ in range(20)]
+    texts += ["User: Assistant: " for _ in range(20)] + DODGES
     train_tokenizer(texts, OUT / "ernie_tokenizer")
 
 

@@ -50,6 +50,54 @@ def tiny_hf_ernie(path, moe: bool = False, seed: int = 0, **overrides):
     return model
 
 
+def tiny_hf_model(kind: str, path, seed: int = 0):
+    """A tiny random transformers model of ``kind`` saved to ``path`` (wide weights, see tiny_hf_ernie)."""
+    if kind in ("ernie-dense", "ernie-moe"):
+        return tiny_hf_ernie(path, moe=kind == "ernie-moe", seed=seed)
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.35,
+        rms_norm_eps=1e-5,
+    )
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False))
+    elif kind == "llama3-rope":
+        scaling = {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+            "rope_theta": 500000.0,
+        }
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                **common, tie_word_embeddings=True, rope_parameters=scaling, max_position_embeddings=128
+            )
+        )
+    elif kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False, use_sliding_window=False))
+    else:
+        raise ValueError(kind)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.2 * torch.randn_like(p))
+    model.eval().save_pretrained(path)
+    return model
+
+
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 

@@ -12,8 +12,6 @@ from typing import Literal
 
 from erniekit.config.core import ConfigError, option, register_paths
 
-DATA_FORMATS = ("auto", "erniekit", "alpaca", "messages")
-
 
 @dataclass
 class ModelConfig:
@@ -36,9 +34,9 @@ class DatasetSpec:
     """One data file and how to read it."""
 
     path: str = option("", "JSON/JSONL file; 'samples://NAME' names a file bundled with erniekit.")
-    format: Literal["auto", "erniekit", "alpaca", "messages"] = option(
+    format: Literal["auto", "erniekit", "alpaca", "messages", "pairs"] = option(
         "auto",
-        "Record layout: erniekit (src/tgt), alpaca (instruction/input/output), messages; auto detects.",
+        "Layout: erniekit (src/tgt[/response/sort]), alpaca, messages, pairs (prompt/chosen/rejected).",
     )
     weight: float = option(1.0, "Relative sampling probability when several training files are mixed.", gt=0)
     max_samples: int | None = option(None, "Use only the first N records of the file.", gt=0)
@@ -71,7 +69,26 @@ class SFTConfig:
     name: Literal["sft"] = option("sft", "Training method.")
 
 
-METHODS: dict[str, type] = {"sft": SFTConfig}
+@dataclass
+class DPOConfig:
+    """Preference optimisation on (prompt, chosen, rejected) pairs; losses and formulas in methods/dpo.py."""
+
+    name: Literal["dpo"] = option("dpo", "Training method.")
+    loss: Literal["sigmoid", "ipo", "hinge", "simpo", "orpo", "kto_pair"] = option(
+        "sigmoid", "Preference loss: sigmoid (DPO), ipo, hinge, simpo and orpo (reference-free), kto_pair."
+    )
+    beta: float = option(0.1, "Temperature beta (for orpo: the weight of the odds-ratio term).", gt=0)
+    label_smoothing: float = option(
+        0.0, "Label smoothing of the sigmoid/simpo losses (conservative DPO).", ge=0, lt=0.5
+    )
+    gamma: float = option(0.5, "SimPO target reward margin gamma.", ge=0)
+    sft_loss_weight: float = option(0.0, "Weight of an extra NLL term on the chosen reply.", ge=0)
+    precompute_ref: bool = option(
+        False, "Compute reference log-probs once before training (one model in memory)."
+    )
+
+
+METHODS: dict[str, type] = {"sft": SFTConfig, "dpo": DPOConfig}
 
 
 @dataclass
@@ -129,6 +146,7 @@ class TrainConfig:
     eval_batches: int = option(
         0, "Cap on eval micro-batches per evaluation; 0 uses the whole eval set.", ge=0
     )
+    eval_on_start: bool = option(False, "Also evaluate before the first step (a baseline in metrics.jsonl).")
     on_nan: Literal["stop", "skip"] = option(
         "stop", "Non-finite loss or gradient: stop after saving the last good state, or skip the update."
     )
@@ -174,7 +192,9 @@ class Recipe:
 
     model: ModelConfig = option(ModelConfig(), "The network.")
     data: DataConfig = option(DataConfig(), "Training and evaluation data.")
-    method: SFTConfig = option(SFTConfig(), "Training method, selected by method.name.", variants=METHODS)
+    method: SFTConfig | DPOConfig = option(
+        SFTConfig(), "Training method, selected by method.name.", variants=METHODS
+    )
     lora: LoraConfig = option(LoraConfig(), "LoRA adapters (off by default: full fine-tuning).")
     optim: OptimConfig = option(OptimConfig(), "Optimizer and schedule.")
     train: TrainConfig = option(TrainConfig(), "The training loop.")

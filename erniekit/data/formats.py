@@ -85,14 +85,14 @@ def to_messages(record: dict, fmt: str = "auto") -> list[dict]:
             {"role": "assistant", "content": _text(record, "output", fmt)},
         ]
     elif fmt == "messages":
-        messages = _chat_messages(record)
+        messages = chat_messages(record)
     else:
         raise ValueError(f"unknown format {fmt!r}")
     check_messages(messages)
     return messages
 
 
-def _chat_messages(record: dict) -> list[dict]:
+def chat_messages(record: dict) -> list[dict]:
     raw = record.get("messages", record.get("conversations"))
     if not isinstance(raw, list):
         raise ValueError("field 'messages' must be a list of {role, content} objects")

@@ -64,3 +64,47 @@ def collate(
             out["segment_ids"][r, start:end] = seg
             start = end
     return out
+
+
+def collate_pairs(rows: Sequence[Sequence[tuple]], pad_id: int, length: int | None = None) -> dict:
+    """Rows of preference pairs (prompt, chosen, rejected, key) -> arrays, each pair packed once as
+    [prompt | chosen | rejected] with branch ids 0 / 1 / 2 and both replies positioned after the prompt.
+
+    Targets are listed sparsely, since the last prompt token predicts the first token of both replies:
+    ``target_index`` (flat position in [B*S]), ``target_token``, ``target_seq`` (2m chosen, 2m+1 rejected
+    of the m-th pair in the batch) and ``pair_keys`` [M, 2] (source, example index).
+    """
+    longest = max(sum(len(p) + len(c) + len(r) for p, c, r, _ in row) for row in rows)
+    length = length or longest
+    b = len(rows)
+    out = {
+        name: np.zeros((b, length), np.int64)
+        for name in ("input_ids", "position_ids", "segment_ids", "branch_ids")
+    }
+    out["input_ids"][:] = pad_id
+    index, token, seq, keys = [], [], [], []
+    for row_i, row in enumerate(rows):
+        start = 0
+        for seg, (prompt, chosen, rejected, key) in enumerate(row, start=1):
+            n_p, n_c, n_r = len(prompt), len(chosen), len(rejected)
+            end = start + n_p + n_c + n_r
+            out["input_ids"][row_i, start:end] = [*prompt, *chosen, *rejected]
+            out["position_ids"][row_i, start:end] = [*range(n_p + n_c), *range(n_p, n_p + n_r)]
+            out["segment_ids"][row_i, start:end] = seg
+            out["branch_ids"][row_i, start:end] = [0] * n_p + [1] * n_c + [2] * n_r
+            base = row_i * length
+            pair = len(keys)
+            for reply, offset, which in ((chosen, start + n_p, 0), (rejected, start + n_p + n_c, 1)):
+                # token j of a reply is predicted at the previous position: the prompt's last token for j=0
+                index += [base + start + n_p - 1] + [base + offset + j - 1 for j in range(1, len(reply))]
+                token += list(reply)
+                seq += [2 * pair + which] * len(reply)
+            keys.append(key)
+            start = end
+    out.update(
+        target_index=np.array(index, np.int64),
+        target_token=np.array(token, np.int64),
+        target_seq=np.array(seq, np.int64),
+        pair_keys=np.array(keys, np.int64).reshape(-1, 2),
+    )
+    return out

@@ -9,6 +9,7 @@ Batches: ``input_ids``, ``labels`` (-100 where not trained), ``position_ids`` an
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import paddle
@@ -75,7 +76,7 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer) -> tuple[Examp
 class SFT:
     name = "sft"
 
-    def __init__(self, recipe: Recipe, tokenizer: Tokenizer, rank: int = 0, world: int = 1):
+    def __init__(self, recipe: Recipe, tokenizer: Tokenizer, model=None, rank: int = 0, world: int = 1):
         d, t = recipe.data, recipe.train
         self.tokenizer, self.micro_batch_size, self.max_len, self.packing = (
             tokenizer,
@@ -176,7 +177,8 @@ class SFT:
             tokens += int((batch["labels"] != IGNORE).sum())
         if was_training:
             model.train()
-        return {"loss_sum": total, "tokens": float(tokens)}
+        loss = total / max(tokens, 1)
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": float(tokens)}
 
     # --- schedule & state -------------------------------------------------------------------------
     def steps_per_epoch(self, grad_accum: int) -> int:

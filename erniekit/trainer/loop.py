@@ -75,11 +75,13 @@ def probe_output_dir(path: Path) -> None:
         raise ErniekitError(f"{path}: output directory is not writable ({e.strerror})") from None
 
 
-def build_method(recipe: Recipe, tokenizer, rank: int, world: int):
-    from erniekit.methods.sft import SFT
+def build_method(recipe: Recipe, tokenizer, model, rank: int, world: int):
+    """The method module named by method.name (imported only when used)."""
+    import importlib
 
-    methods = {"sft": SFT}
-    return methods[recipe.method.name](recipe, tokenizer, rank, world)
+    classes = {"sft": "erniekit.methods.sft:SFT", "dpo": "erniekit.methods.dpo:DPO"}
+    module, _, cls = classes[recipe.method.name].partition(":")
+    return getattr(importlib.import_module(module), cls)(recipe, tokenizer, model, rank, world)
 
 
 class Trainer:
@@ -95,7 +97,7 @@ class Trainer:
         paddle.seed(t.seed)
         self.tokenizer, self.model = model_from_recipe(recipe)
         self.rank, self.world = 0, 1
-        self.method = build_method(recipe, self.tokenizer, self.rank, self.world)
+        self.method = build_method(recipe, self.tokenizer, self.model, self.rank, self.world)
         self.params = [p for p in self.model.parameters() if not p.stop_gradient]
         self.named_params = {n: p for n, p in self.model.named_parameters() if not p.stop_gradient}
         self.optimizer = build_optimizer(self.params, recipe.optim)
@@ -129,6 +131,10 @@ class Trainer:
             self.recipe.data.max_seq_len,
         )
         self.model.train()
+        if hasattr(self.method, "on_train_start"):
+            self.method.on_train_start(self)
+        if t.eval_on_start and self.state.step == 0:
+            self.logger.log({"step": 0, "epoch": 0.0, **self.evaluate()})
         try:
             while self.state.step < self.total_steps:
                 data_state = self.method.state_dict()  # where this step's data starts (for Ctrl-C)
@@ -228,13 +234,8 @@ class Trainer:
         return paddle.amp.auto_cast(level="O1", dtype="bfloat16" if self.precision == "bf16" else "float16")
 
     def evaluate(self) -> dict:
-        sums = self.method.evaluate(self.model, self.recipe.train.eval_batches)
-        if not sums:
-            return {}
-        if "loss_sum" in sums:
-            loss = sums["loss_sum"] / max(sums["tokens"], 1.0)
-            return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)), "eval_tokens": sums["tokens"]}
-        return {f"eval_{k}": v for k, v in sums.items()}
+        metrics = self.method.evaluate(self.model, self.recipe.train.eval_batches)
+        return {f"eval_{k}" if "/" not in k else f"eval/{k}": v for k, v in metrics.items()}
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self) -> Path:

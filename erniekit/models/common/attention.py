@@ -6,8 +6,10 @@ G = N / K query heads per kv head, D head_dim.
 ``qkv_proj`` is [H, (N + 2K) * D] laid out [q heads | k heads | v heads] (ERNIE's Paddle layout).
 
 Masks. Every row may attend to keys that are (a) not in its future, (b) in the same packed document
-(``segment_ids``), and (c) not padding (``key_padding``: True for real tokens, used by batched
-generation with left padding). A query always sees itself, so padding rows never produce NaN.
+(``segment_ids``), (c) on its own branch or the shared trunk (``branch_ids``: 0 for a shared prefix,
+k > 0 for continuation k; preference pairs pack [prompt | chosen | rejected] once, the rejected reply
+seeing the prompt but not the chosen one), and (d) not padding (``key_padding``: True for real tokens,
+used by batched generation with left padding). A query always sees itself, so no row is empty.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def attention_mask(
     key_len: int,
     segment_ids: paddle.Tensor | None = None,
     key_padding: paddle.Tensor | None = None,
+    branch_ids: paddle.Tensor | None = None,
 ) -> paddle.Tensor:
     """Boolean mask [B or 1, 1, S, T]; queries are the last ``query_len`` of the ``key_len`` positions."""
     offset = key_len - query_len
@@ -34,6 +37,9 @@ def attention_mask(
     allowed = (k_pos <= q_pos).unsqueeze(0)  # [1, S, T]
     if segment_ids is not None:  # packing: same document only (queries and keys share positions here)
         allowed = allowed & (segment_ids.unsqueeze(-1) == segment_ids.unsqueeze(1))
+    if branch_ids is not None:  # shared prefixes: a key on another branch is invisible
+        key_branch = branch_ids.unsqueeze(1)
+        allowed = allowed & ((key_branch == 0) | (key_branch == branch_ids.unsqueeze(-1)))
     if key_padding is not None:
         allowed = allowed & key_padding.astype("bool").unsqueeze(1)
         allowed = allowed | (k_pos == q_pos).unsqueeze(0)

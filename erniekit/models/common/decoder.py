@@ -69,17 +69,19 @@ class CausalLM(nn.Layer):
         input_ids: paddle.Tensor,
         position_ids: paddle.Tensor | None = None,
         segment_ids: paddle.Tensor | None = None,
+        branch_ids: paddle.Tensor | None = None,
         key_padding: paddle.Tensor | None = None,
         cache: KVCache | None = None,
         compute_logits: bool = True,
     ) -> CausalLMOutput:
-        """input_ids [B, S]; segment_ids [B, S] separate packed documents; key_padding [B, T] marks
-        real tokens (generation with left padding); cache holds earlier positions."""
+        """input_ids [B, S]; segment_ids [B, S] separate packed documents; branch_ids [B, S] separate
+        continuations of a shared prefix (see attention.py); key_padding [B, T] marks real tokens
+        (generation with left padding); cache holds earlier positions."""
         b, s = input_ids.shape
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = paddle.arange(past, past + s, dtype="int64").unsqueeze(0).expand([b, s])
-        mask = attention_mask(s, past + s, segment_ids, key_padding)
+        mask = attention_mask(s, past + s, segment_ids, key_padding, branch_ids)
         cos_sin = self.rotary(position_ids)
         x = self.embed_tokens(input_ids)
         aux_losses = []

@@ -1,4 +1,5 @@
-"""ERNIE 4.5 against Hugging Face transformers (torch CPU) on tiny random weights, both directions."""
+"""Every family against Hugging Face transformers (torch CPU) on tiny random weights, both directions:
+ERNIE 4.5 dense and MoE, Llama (separate and tied heads, Llama-3 RoPE scaling) and Qwen2 (q/k/v biases)."""
 
 import numpy as np
 import paddle
@@ -7,18 +8,17 @@ import torch
 import torch.nn.functional as torch_F
 from transformers import AutoModelForCausalLM
 
-from erniekit.models import build_model, load_model, save_pretrained
+from erniekit.models import build_model, family, load_model, save_pretrained
 from erniekit.models.common.weights import rule_to_internal
-from erniekit.models.ernie4_5.hf import weight_rules
-from tests.helpers import rel_err, tiny_hf_ernie
+from tests.helpers import rel_err, tiny_hf_model
 
-KINDS = ["dense", "moe"]
+KINDS = ["ernie-dense", "ernie-moe", "llama", "llama3-rope", "qwen2"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
 def pair(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
-    hf = tiny_hf_ernie(path, moe=request.param == "moe")
+    hf = tiny_hf_model(request.param, path)
     return hf, load_model(path), path
 
 
@@ -65,7 +65,7 @@ def test_gradients_match(pair):
     mapped = _unfuse_hf_expert_grads(hf_grads)
     params = dict(ours.named_parameters())
     checked = 0
-    for rule in weight_rules(ours.args, "hf"):
+    for rule in family(ours.args.family).hf.weight_rules(ours.args, "hf"):
         if rule.internal not in params or not all(e in mapped for e in rule.external):
             continue
         expected = rule_to_internal(rule, mapped.__getitem__, transpose=True)
@@ -92,7 +92,7 @@ def _unfuse_hf_expert_grads(grads):
     return out
 
 
-@pytest.mark.parametrize("flavor", ["ernie4_5/debug", "ernie4_5/debug-moe"])
+@pytest.mark.parametrize("flavor", ["ernie4_5/debug", "ernie4_5/debug-moe", "llama/debug"])
 def test_our_save_loads_in_transformers(tmp_path, flavor):
     ours = build_model(flavor, seed=0)
     _widen(ours)

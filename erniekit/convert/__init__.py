@@ -1,0 +1,1 @@
+"""Converting foreign model formats (GGUF) into Hugging Face directories."""
