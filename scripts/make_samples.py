@@ -10,9 +10,9 @@ special tokens, so debug recipes exercise the real ERNIE tokenizer path.
 
 from __future__ import annotations
 
+import io
 import json
 import random
-import tempfile
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "erniekit" / "data" / "samples"
@@ -159,34 +159,45 @@ def dpo_pairs(rng: random.Random, n: int) -> tuple[list[dict], list[dict]]:
     return erniekit_rows, pair_rows
 
 
+def rl_prompts(rng: random.Random, n: int) -> list[dict]:
+    """Arithmetic prompts with numeric answers, for GRPO/PPO smoke runs and generation scoring."""
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 50), rng.randint(2, 11)
+        if i % 2:
+            rows.append({"prompt": f"What is {a} + {b}?", "answer": str(a + b)})
+        else:
+            rows.append({"prompt": f"What is {a} times {b}?", "answer": str(a * b)})
+    return rows
+
+
 def train_tokenizer(texts: list[str], out: Path) -> None:
     import sentencepiece as spm
 
     specials = ["<|begin_of_sentence|>", "<|end_of_sentence|>", "<|im_start|>", "<|im_end|>"]
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.txt"
-        corpus.write_text("\n".join(texts), encoding="utf-8")
-        spm.SentencePieceTrainer.train(
-            input=str(corpus),
-            model_prefix=str(out / "tokenizer"),
-            vocab_size=1000,
-            model_type="bpe",
-            character_coverage=1.0,
-            pad_id=0,
-            unk_id=3,
-            bos_id=1,
-            eos_id=2,
-            user_defined_symbols=specials,
-            byte_fallback=True,
-            split_digits=True,
-            num_threads=1,
-            minloglevel=2,
-            normalization_rule_name="identity",
-            remove_extra_whitespaces=False,
-            add_dummy_prefix=False,
-        )
-    (out / "tokenizer.vocab").unlink()
+    model = io.BytesIO()  # in memory: no temporary paths end up recorded in the model file
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=1000,
+        model_type="bpe",
+        character_coverage=1.0,
+        pad_id=0,
+        unk_id=3,
+        bos_id=1,
+        eos_id=2,
+        user_defined_symbols=specials,
+        byte_fallback=True,
+        split_digits=True,
+        num_threads=1,
+        minloglevel=2,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        shuffle_input_sentence=False,
+    )
+    (out / "tokenizer.model").write_bytes(model.getvalue())
     config = {
         "bos_token": "<s>",
         "eos_token": "</s>",
@@ -214,6 +225,7 @@ def main() -> None:
     dpo_erniekit, dpo_prompt_pairs = dpo_pairs(rng, 320)
     write_jsonl(OUT / "dpo_erniekit.jsonl", dpo_erniekit)
     write_jsonl(OUT / "dpo_pairs.jsonl", dpo_prompt_pairs)
+    write_jsonl(OUT / "rl_arithmetic.jsonl", rl_prompts(rng, 200))
     texts = [t for r in erniekit_rows for t in (*r["src"], *r["tgt"], r.get("system", ""))]
     texts += [r["instruction"] + " " + r["input"] + " " + r["output"] for r in alpaca_rows]
     texts += ["User: Assistant: " for _ in range(20)] + DODGES

@@ -252,7 +252,17 @@ def _build_variant(f: Field, variants: Mapping[str, type], value: Any, path: tup
         raise ctx.error(
             (*path, "name"), f"must be one of {', '.join(map(repr, variants))}, got {name!r}{hint}"
         )
-    return _build(variants[name], {**value, "name": name}, path, ctx)
+    chosen = variants[name]
+    mine = {f.name for f in fields(chosen)}
+    for key in value:
+        owners = [n for n, cls in variants.items() if n != name and key in {f.name for f in fields(cls)}]
+        if key not in mine and owners:
+            raise ctx.error(
+                (*path, str(key)),
+                f"not an option of {dotted((*path, 'name'))} {name!r} "
+                f"(it belongs to {', '.join(map(repr, owners))})",
+            )
+    return _build(chosen, {**value, "name": name}, path, ctx)
 
 
 # Filled by the schema module: every leaf key path of the full recipe, to suggest keys in other sections.
@@ -278,7 +288,7 @@ def register_paths(root: type) -> None:
 
 
 def _elsewhere_hint(key: str, path: tuple[str, ...]) -> str:
-    matches = [p for p in _ALL_PATHS if p[-1] == key and p[:-1] != path]
+    matches = [p for p in _ALL_PATHS if p[-1] == key and p[:-1] != path and p != (*path, key)]
     if matches:
         return f"; did you mean '{dotted(matches[0])}'?"
     leaf = suggest_key(key, sorted({p[-1] for p in _ALL_PATHS}))

@@ -88,7 +88,72 @@ class DPOConfig:
     )
 
 
-METHODS: dict[str, type] = {"sft": SFTConfig, "dpo": DPOConfig}
+@dataclass
+class RolloutConfig:
+    """Sampling completions for RL (GRPO, PPO) from prompt/answer data."""
+
+    prompts_per_step: int = option(
+        4, "Prompts sampled per rollout (one rollout feeds ppo_epochs optimizer steps).", gt=0
+    )
+    max_new_tokens: int = option(64, "Longest completion.", gt=0)
+    temperature: float = option(1.0, "Sampling temperature.", gt=0)
+    top_p: float = option(1.0, "Nucleus sampling mass.", gt=0, le=1)
+    top_k: int = option(0, "Sample among the k most likely tokens; 0 disables.", ge=0)
+    stop: list[str] = option([], "Strings that end a completion (besides the end-of-turn token).")
+    system_prompt: str | None = option(None, "System message prepended to every prompt.")
+
+
+@dataclass
+class PolicyGradientConfig:
+    """What the RL methods (GRPO, PPO) share: rewards, clipping, KL to the reference, rollouts."""
+
+    name: str = option("", "Training method.")
+    rewards: list[str] = option(
+        ["numeric"], "Reward functions: built-ins of erniekit/rl/rewards.py or module:fn."
+    )
+    reward_weights: list[float] = option([], "Weight of each reward function; empty means all 1.")
+    epsilon: float = option(0.2, "Clip range below 1 of the probability ratio.", gt=0, lt=1)
+    beta: float = option(0.0, "KL penalty to the reference policy (0: no reference model is used).", ge=0)
+    ppo_epochs: int = option(1, "Optimizer steps taken on each rollout batch.", gt=0)
+    log_completions_every: int = option(
+        10, "Write sample completions to completions.jsonl every N steps.", ge=0
+    )
+    rollout: RolloutConfig = option(RolloutConfig(), "How completions are sampled.")
+
+
+@dataclass
+class GRPOConfig(PolicyGradientConfig):
+    """Group relative policy optimisation with verifiable rewards; formulas in methods/grpo.py."""
+
+    name: Literal["grpo"] = option("grpo", "Training method.")
+    group_size: int = option(4, "Completions sampled per prompt (G).", gt=1)
+    scale_rewards: bool = option(True, "Divide advantages by the group's reward std (false: Dr. GRPO).")
+    loss_aggregation: Literal["seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"] = option(
+        "seq-mean-token-mean",
+        "Token losses -> step loss: per-sequence means (GRPO), all tokens (DAPO), Dr. GRPO.",
+    )
+    epsilon_high: float | None = option(
+        None, "Clip range above 1 (DAPO clip-higher); default: epsilon.", gt=0
+    )
+
+
+@dataclass
+class PPOConfig(PolicyGradientConfig):
+    """Proximal policy optimisation with a value head, GAE and value clipping; formulas in methods/ppo.py."""
+
+    name: Literal["ppo"] = option("ppo", "Training method.")
+    beta: float = option(
+        0.05, "Per-token KL penalty to the reference policy, subtracted from the reward.", ge=0
+    )
+    ppo_epochs: int = option(2, "Optimizer steps taken on each rollout batch.", gt=0)
+    gamma: float = option(1.0, "Discount factor.", ge=0, le=1)
+    lam: float = option(0.95, "GAE lambda.", ge=0, le=1)
+    value_clip: float = option(0.2, "Clip range of the value update around the rollout's values.", gt=0)
+    vf_coef: float = option(0.1, "Weight of the value loss.", gt=0)
+    whiten_advantages: bool = option(True, "Normalise advantages to zero mean, unit std per rollout.")
+
+
+METHODS: dict[str, type] = {"sft": SFTConfig, "dpo": DPOConfig, "grpo": GRPOConfig, "ppo": PPOConfig}
 
 
 @dataclass
@@ -192,7 +257,7 @@ class Recipe:
 
     model: ModelConfig = option(ModelConfig(), "The network.")
     data: DataConfig = option(DataConfig(), "Training and evaluation data.")
-    method: SFTConfig | DPOConfig = option(
+    method: SFTConfig | DPOConfig | GRPOConfig | PPOConfig = option(
         SFTConfig(), "Training method, selected by method.name.", variants=METHODS
     )
     lora: LoraConfig = option(LoraConfig(), "LoRA adapters (off by default: full fine-tuning).")
@@ -215,6 +280,15 @@ class Recipe:
             raise ConfigError(
                 f"unknown target {bad[0]!r}; choose from {', '.join(ALL_TARGETS)}", key="lora.targets"
             )
+        if isinstance(self.method, PolicyGradientConfig):
+            if self.train.grad_accum != 1:
+                raise ConfigError(
+                    f"{self.method.name} sizes a step by method.rollout.prompts_per_step; leave it at 1",
+                    key="train.grad_accum",
+                )
+            weights = self.method.reward_weights
+            if weights and len(weights) != len(self.method.rewards):
+                raise ConfigError("needs one weight per reward function", key="method.reward_weights")
         if self.model.flavor is not None and self.model.tokenizer is None:
             raise ConfigError("a randomly initialised model needs model.tokenizer", key="model.tokenizer")
 

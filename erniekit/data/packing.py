@@ -66,15 +66,16 @@ def collate(
     return out
 
 
-def collate_pairs(rows: Sequence[Sequence[tuple]], pad_id: int, length: int | None = None) -> dict:
-    """Rows of preference pairs (prompt, chosen, rejected, key) -> arrays, each pair packed once as
-    [prompt | chosen | rejected] with branch ids 0 / 1 / 2 and both replies positioned after the prompt.
+def collate_shared_prefix(rows: Sequence[Sequence[tuple]], pad_id: int, length: int | None = None) -> dict:
+    """Rows of items ``(prompt, [(reply, key), ...])`` -> arrays, each item packed once as
+    [prompt | reply 1 | reply 2 | ...] with branch ids 0, 1, 2, ... and every reply positioned right after
+    the prompt (a DPO pair has two replies, a GRPO group one per sampled completion).
 
-    Targets are listed sparsely, since the last prompt token predicts the first token of both replies:
-    ``target_index`` (flat position in [B*S]), ``target_token``, ``target_seq`` (2m chosen, 2m+1 rejected
-    of the m-th pair in the batch) and ``pair_keys`` [M, 2] (source, example index).
+    Targets are listed sparsely, since the prompt's last token predicts the first token of every reply:
+    ``target_index`` (flat position in [B*S]), ``target_token`` and ``target_seq`` (the reply's number in
+    the batch, in order); ``seq_keys`` [n_replies, len(key)] carries each reply's key.
     """
-    longest = max(sum(len(p) + len(c) + len(r) for p, c, r, _ in row) for row in rows)
+    longest = max(sum(len(p) + sum(len(r) for r, _ in replies) for p, replies in row) for row in rows)
     length = length or longest
     b = len(rows)
     out = {
@@ -84,27 +85,29 @@ def collate_pairs(rows: Sequence[Sequence[tuple]], pad_id: int, length: int | No
     out["input_ids"][:] = pad_id
     index, token, seq, keys = [], [], [], []
     for row_i, row in enumerate(rows):
-        start = 0
-        for seg, (prompt, chosen, rejected, key) in enumerate(row, start=1):
-            n_p, n_c, n_r = len(prompt), len(chosen), len(rejected)
-            end = start + n_p + n_c + n_r
-            out["input_ids"][row_i, start:end] = [*prompt, *chosen, *rejected]
-            out["position_ids"][row_i, start:end] = [*range(n_p + n_c), *range(n_p, n_p + n_r)]
+        start, base = 0, row_i * length
+        for seg, (prompt, replies) in enumerate(row, start=1):
+            n_p = len(prompt)
+            end = start + n_p + sum(len(r) for r, _ in replies)
+            out["input_ids"][row_i, start:end] = [*prompt, *(t for r, _ in replies for t in r)]
+            out["position_ids"][row_i, start : start + n_p] = np.arange(n_p)
             out["segment_ids"][row_i, start:end] = seg
-            out["branch_ids"][row_i, start:end] = [0] * n_p + [1] * n_c + [2] * n_r
-            base = row_i * length
-            pair = len(keys)
-            for reply, offset, which in ((chosen, start + n_p, 0), (rejected, start + n_p + n_c, 1)):
+            offset = start + n_p
+            for branch, (reply, key) in enumerate(replies, start=1):
+                span = slice(offset, offset + len(reply))
+                out["position_ids"][row_i, span] = np.arange(n_p, n_p + len(reply))
+                out["branch_ids"][row_i, span] = branch
                 # token j of a reply is predicted at the previous position: the prompt's last token for j=0
                 index += [base + start + n_p - 1] + [base + offset + j - 1 for j in range(1, len(reply))]
                 token += list(reply)
-                seq += [2 * pair + which] * len(reply)
-            keys.append(key)
+                seq += [len(keys)] * len(reply)
+                keys.append(key)
+                offset += len(reply)
             start = end
     out.update(
         target_index=np.array(index, np.int64),
         target_token=np.array(token, np.int64),
         target_seq=np.array(seq, np.int64),
-        pair_keys=np.array(keys, np.int64).reshape(-1, 2),
+        seq_keys=np.array(keys, np.int64).reshape(len(keys), -1),
     )
     return out

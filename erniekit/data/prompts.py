@@ -2,6 +2,10 @@
 
 A record is ``{"prompt": str | [messages], "answer": str}``; ``question`` is accepted for ``prompt``
 (GSM8K style). Answers may be any JSON value a scorer understands; they are kept as given.
+
+``reasoning-gym://TASK?size=N&seed=S`` generates N prompts of a reasoning-gym task (when the
+``reasoning-gym`` package is installed); each record carries the task's own scorer (the
+``reasoning_gym`` reward uses it).
 """
 
 from __future__ import annotations
@@ -37,7 +41,44 @@ def to_prompt_messages(data: dict) -> list[dict]:
     return messages
 
 
+RG_SCHEME = "reasoning-gym://"
+
+
+def reasoning_gym_prompts(spec: str, limit: int | None = None) -> list[PromptRecord]:
+    from urllib.parse import parse_qs, urlparse
+
+    try:
+        import reasoning_gym
+    except ImportError:
+        raise DataError(
+            f"{spec}: needs the reasoning-gym package (pip install reasoning-gym==0.1.25)"
+        ) from None
+    url = urlparse(spec)
+    params = {k: v[0] for k, v in parse_qs(url.query).items()}
+    size, seed = int(params.pop("size", 256)), int(params.pop("seed", 0))
+    try:
+        dataset = reasoning_gym.create_dataset(url.netloc, size=size, seed=seed, **params)
+    except Exception as e:  # the package raises assorted errors for unknown tasks or options
+        raise DataError(f"{spec}: reasoning-gym cannot create this dataset ({e})") from None
+    out = []
+    for i, entry in enumerate(dataset):
+        if limit is not None and i >= limit:
+            break
+        score = lambda answer, entry=entry: dataset.score_answer(answer, entry)  # noqa: E731
+        out.append(
+            PromptRecord(
+                f"{spec}#{i}",
+                [{"role": "user", "content": entry["question"]}],
+                entry["answer"],
+                {"_score": score, "metadata": entry.get("metadata", {})},
+            )
+        )
+    return out
+
+
 def read_prompts(path: str, skip_bad: bool = False, limit: int | None = None) -> list[PromptRecord]:
+    if path.startswith(RG_SCHEME):
+        return reasoning_gym_prompts(path, limit)
     out = []
     for record in read_records(path, skip_bad, limit=limit):
         try:

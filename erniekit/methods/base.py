@@ -14,6 +14,7 @@ size, hence the division above.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +44,70 @@ class Method(Protocol):
     def state_dict(self) -> dict: ...
 
     def set_state_dict(self, state: dict) -> None: ...
+
+
+class Reference:
+    """The frozen starting policy for KL terms and DPO: the base with adapters off (LoRA runs, no second
+    copy in memory), a frozen copy (full fine-tuning), or nothing when no loss needs it."""
+
+    def __init__(self, recipe, model, needed: bool):
+        from erniekit.peft.lora import lora_layers
+
+        self.kind = "none" if not needed else ("adapters" if lora_layers(model) else "copy")
+        self.model = None
+        if self.kind == "copy":
+            from erniekit.trainer.restore import model_from_recipe
+
+            _, self.model = model_from_recipe(recipe)
+            self.model.eval()
+            for p in self.model.parameters():
+                p.stop_gradient = True
+
+    @paddle.no_grad()
+    def run(self, policy, fn):
+        """``fn(reference_model)``, e.g. ``fn = lambda m: target_logps(m, batch)[0]``."""
+        if self.kind == "none":
+            return None
+        if self.kind == "adapters":
+            from erniekit.peft.lora import adapters_disabled
+
+            with adapters_disabled(policy):
+                return fn(policy)
+        return fn(self.model)
+
+
+@dataclass
+class TargetOutputs:
+    logp: paddle.Tensor  # [N] log-probability of each target token
+    entropy: paddle.Tensor | None  # [N] policy entropy at the target positions (no gradient)
+    hidden: paddle.Tensor | None  # [N, H] final hidden states at the target positions (value heads)
+
+
+def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = False) -> TargetOutputs:
+    """Outputs at the sparse targets of a shared-prefix batch (collate_shared_prefix); the LM head runs
+    only at target positions."""
+    import paddle.nn.functional as F
+
+    out = model(
+        batch["input_ids"],
+        position_ids=batch["position_ids"],
+        segment_ids=batch["segment_ids"],
+        branch_ids=batch["branch_ids"],
+        compute_logits=False,
+    )
+    h = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["target_index"])
+    weight, transposed = model.output_weight()
+    logp_all = F.log_softmax(paddle.matmul(h, weight, transpose_y=transposed).astype("float32"), axis=-1)
+    logp = paddle.take_along_axis(logp_all, batch["target_token"].unsqueeze(-1), axis=-1).squeeze(-1)
+    ent = None
+    if entropy:
+        with paddle.no_grad():
+            ent = -(logp_all.exp() * logp_all).sum(axis=-1)
+    return TargetOutputs(logp, ent, h if hidden else None)
+
+
+def target_logps(model, batch: dict) -> paddle.Tensor:
+    return target_outputs(model, batch).logp
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:

@@ -36,12 +36,11 @@ from safetensors.numpy import load_file, save_file
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
 from erniekit.data.loader import RowLoader, eval_rows
-from erniekit.data.packing import collate_pairs
+from erniekit.data.packing import collate_shared_prefix
 from erniekit.data.preference import encode_pair, to_pair_messages
 from erniekit.data.tokenize import TokenStats
 from erniekit.errors import CheckpointError
-from erniekit.methods.base import holdout_split, spec_weights, to_tensors
-from erniekit.peft.lora import adapters_disabled, lora_layers
+from erniekit.methods.base import Reference, holdout_split, spec_weights, target_logps, to_tensors
 from erniekit.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -93,19 +92,8 @@ def preference_loss(
 
 def sequence_logps(model, batch: dict) -> tuple[paddle.Tensor, paddle.Tensor]:
     """Summed log-probs [2M] (chosen, rejected of each pair interleaved) and reply lengths [2M]."""
-    out = model(
-        batch["input_ids"],
-        position_ids=batch["position_ids"],
-        segment_ids=batch["segment_ids"],
-        branch_ids=batch["branch_ids"],
-        compute_logits=False,
-    )
-    hidden = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["target_index"])
-    weight, transposed = model.output_weight()
-    logits = paddle.matmul(hidden, weight, transpose_y=transposed).astype("float32")  # only at targets
-    token_logp = -F.cross_entropy(logits, batch["target_token"].unsqueeze(-1), reduction="none").squeeze(-1)
-    n_seq = 2 * batch["pair_keys"].shape[0]
-    seq = batch["target_seq"]
+    token_logp = target_logps(model, batch)
+    n_seq, seq = 2 * batch["pair_keys"].shape[0], batch["target_seq"]
     logps = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, token_logp)
     lengths = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, paddle.ones_like(token_logp))
     return logps, lengths
@@ -193,26 +181,15 @@ class DPO:
             )
         )
         self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
-        self.reference, self.ref_model, self.ref_cache = self._reference_kind(model), None, None
-        if self.reference == "copy":
-            from erniekit.trainer.restore import model_from_recipe
-
-            _, self.ref_model = model_from_recipe(recipe)
-            self.ref_model.eval()
-            for p in self.ref_model.parameters():
-                p.stop_gradient = True
+        needs_model = self.cfg.loss not in REFERENCE_FREE and not self.cfg.precompute_ref
+        self.ref = Reference(recipe, model, needs_model)
+        self.reference = "precomputed" if self.cfg.precompute_ref else self.ref.kind
+        self.ref_cache = None
         log.info("DPO loss %s, reference: %s", self.cfg.loss, self.reference)
-
-    def _reference_kind(self, model) -> str:
-        if self.cfg.loss in REFERENCE_FREE:
-            return "none"
-        if self.cfg.precompute_ref:
-            return "precomputed"
-        return "adapters" if lora_layers(model) else "copy"
 
     # --- reference log-probs computed once ---------------------------------------------------------
     def on_train_start(self, trainer) -> None:
-        if self.reference != "precomputed":
+        if self.reference != "precomputed" or self.cfg.loss in REFERENCE_FREE:
             return
         path = Path(trainer.output_dir) / REF_FILE
         if path.is_file():
@@ -261,8 +238,17 @@ class DPO:
 
     # --- batches ---------------------------------------------------------------------------------------
     def _materialize(self, rows, sources) -> dict:
-        pairs = [[(*sources[s][i], (s, i)) for s, i in row] for row in rows]
-        return to_tensors(collate_pairs(pairs, self.tokenizer.pad_id, self.max_len if self.packing else None))
+        items = []
+        for row in rows:
+            items.append([])
+            for s, i in row:
+                prompt, chosen, rejected = sources[s][i]
+                items[-1].append((prompt, [(chosen, (s, i)), (rejected, (s, i))]))
+        batch = to_tensors(
+            collate_shared_prefix(items, self.tokenizer.pad_id, self.max_len if self.packing else None)
+        )
+        batch["pair_keys"] = batch.pop("seq_keys")[0::2]
+        return batch
 
     def next_micro_batches(self, count: int) -> list[dict]:
         rows = self.loader.next_rows(count * self.micro_batch_size)
@@ -281,17 +267,12 @@ class DPO:
     # --- log-probs and loss --------------------------------------------------------------------------
     @paddle.no_grad()
     def reference_logps(self, model, batch: dict, source: str) -> paddle.Tensor | None:
-        if self.reference == "none":
-            return None
         if self.reference == "precomputed":
             keys = batch["pair_keys"].numpy()
             return paddle.to_tensor(
                 np.stack([self.ref_cache[f"{source}.{s}"][i] for s, i in keys]).reshape(-1)
             )
-        if self.reference == "adapters":
-            with adapters_disabled(model):
-                return sequence_logps(model, batch)[0]
-        return sequence_logps(self.ref_model, batch)[0]
+        return self.ref.run(model, lambda m: sequence_logps(m, batch)[0])
 
     def pair_terms(self, model, batch: dict, source: str = "train"):
         logps, lengths = sequence_logps(model, batch)

@@ -52,11 +52,13 @@ def generate(
     pad_token_id: int = 0,
     seed: int | None = None,
     on_token: Callable[[int, int], None] | None = None,
+    stop: Callable[[int, list[int]], bool] | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (including the EOS that stopped it).
 
     ``temperature`` 0 is greedy. ``on_token(row, token)`` is called as each token is produced, for
-    streaming. Sampling draws from a NumPy generator seeded by ``seed``, so runs are reproducible.
+    streaming; ``stop(row, tokens)`` returning True ends a row early (stop strings). Sampling draws from a
+    NumPy generator seeded by ``seed``, so runs are reproducible.
     """
     was_training = model.training
     model.eval()
@@ -94,7 +96,7 @@ def generate(
             generated[row].append(int(tokens[row]))
             if on_token is not None:
                 on_token(int(row), int(tokens[row]))
-            if int(tokens[row]) in eos:
+            if int(tokens[row]) in eos or (stop is not None and stop(int(row), generated[row])):
                 finished[row] = True
         if finished.all() or step == max_new_tokens - 1:
             break

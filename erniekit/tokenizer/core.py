@@ -152,9 +152,13 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        """Text of ``ids``; ids past the tokenizer's vocabulary (padded embedding rows) are dropped."""
         by_id = {i: t for t, i in self.special_tokens.items()}
+        known = self.backend.vocab_size
         out, run = [], []
         for i in ids:
+            if i >= known and i not in by_id:
+                continue
             if i in by_id:
                 out.append(self.backend.decode(run))
                 run = []

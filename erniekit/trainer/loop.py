@@ -79,7 +79,12 @@ def build_method(recipe: Recipe, tokenizer, model, rank: int, world: int):
     """The method module named by method.name (imported only when used)."""
     import importlib
 
-    classes = {"sft": "erniekit.methods.sft:SFT", "dpo": "erniekit.methods.dpo:DPO"}
+    classes = {
+        "sft": "erniekit.methods.sft:SFT",
+        "dpo": "erniekit.methods.dpo:DPO",
+        "grpo": "erniekit.methods.grpo:GRPO",
+        "ppo": "erniekit.methods.ppo:PPO",
+    }
     module, _, cls = classes[recipe.method.name].partition(":")
     return getattr(importlib.import_module(module), cls)(recipe, tokenizer, model, rank, world)
 
@@ -204,7 +209,7 @@ class Trainer:
         self.state.step += 1
         self.state.tokens += tokens
         seconds = time.perf_counter() - start
-        return {
+        record = {
             "step": self.state.step,
             "epoch": self.method.epoch,
             "loss": loss_sum,
@@ -215,6 +220,11 @@ class Trainer:
             "nan_steps": self.state.nan_steps,
             **extra,
         }
+        if hasattr(self.method, "step_metrics"):  # RL: rollout numbers, and training speed without sampling
+            rollout = self.method.step_metrics()
+            record.update(rollout)
+            record["train_tokens_per_sec"] = tokens / (seconds - rollout.get("rollout_seconds", 0.0))
+        return record
 
     def handle_non_finite(self, loss: float, norm_value: float) -> None:
         self.state.nan_steps += 1

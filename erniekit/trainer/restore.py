@@ -77,6 +77,8 @@ def restore(path: str | Path):
     recipe = load_recipe(checkpoint / "config.yaml")
     tokenizer, model = model_from_recipe(recipe)
     arrays, _, state = ckpt.read_checkpoint(checkpoint)
+    # training-only heads (PPO's value head) are not part of the model that is served or exported
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("value_head.")}
     load_model_arrays(model, arrays, str(checkpoint), state.get("model_args"))
     model.eval()
     return recipe, tokenizer, model

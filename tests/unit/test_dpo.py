@@ -4,7 +4,7 @@ import numpy as np
 import paddle
 import pytest
 
-from erniekit.data.packing import collate_pairs
+from erniekit.data.packing import collate_shared_prefix
 from erniekit.data.preference import to_pair_messages
 from erniekit.methods.dpo import preference_loss
 from erniekit.models import build_model
@@ -75,7 +75,9 @@ def test_prefix_shared_pairs_equal_separate_sequences():
     model = build_model("ernie4_5/debug", seed=0)
     model.eval()
     pairs = [([5, 6, 7], [8, 9, 10, 11], [12, 13], (0, 0)), ([20, 21], [22], [23, 24, 25], (0, 1))]
-    batch = {k: paddle.to_tensor(v) for k, v in collate_pairs([pairs], pad_id=0, length=24).items()}
+    items = [(p, [(c, k), (r, k)]) for p, c, r, k in pairs]
+    batch = {k: paddle.to_tensor(v) for k, v in collate_shared_prefix([items], pad_id=0, length=24).items()}
+    batch["pair_keys"] = batch.pop("seq_keys")[0::2]
     from erniekit.methods.dpo import sequence_logps
 
     logps, lengths = sequence_logps(model, batch)

@@ -1,0 +1,1 @@
+"""Reinforcement learning pieces shared by the GRPO and PPO methods: rewards, advantages."""
