@@ -52,8 +52,10 @@ setup(
             "transformers>=5.0,<6",
             "peft>=0.17,<1",
             "gguf>=0.17,<1",
+            "reasoning-gym==0.1.25",
         ],
         "gguf": ["gguf>=0.17,<1"],
+        "rl": ["reasoning-gym==0.1.25"],  # verifiable-reward task generators for GRPO/PPO prompts
     },
     entry_points={"console_scripts": ["erniekit=erniekit.cli:main"]},
 )

@@ -54,7 +54,9 @@ def reasoning_gym_prompts(spec: str, limit: int | None = None) -> list[PromptRec
             f"{spec}: needs the reasoning-gym package (pip install reasoning-gym==0.1.25)"
         ) from None
     url = urlparse(spec)
-    params = {k: v[0] for k, v in parse_qs(url.query).items()}
+    import yaml
+
+    params = {k: yaml.safe_load(v[0]) for k, v in parse_qs(url.query).items()}  # typed: "2" -> 2
     size, seed = int(params.pop("size", 256)), int(params.pop("seed", 0))
     try:
         dataset = reasoning_gym.create_dataset(url.netloc, size=size, seed=seed, **params)

@@ -86,7 +86,6 @@ class TargetOutputs:
 def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = False) -> TargetOutputs:
     """Outputs at the sparse targets of a shared-prefix batch (collate_shared_prefix); the LM head runs
     only at target positions."""
-    import paddle.nn.functional as F
 
     out = model(
         batch["input_ids"],
@@ -97,12 +96,16 @@ def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = Fal
     )
     h = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["target_index"])
     weight, transposed = model.output_weight()
-    logp_all = F.log_softmax(paddle.matmul(h, weight, transpose_y=transposed).astype("float32"), axis=-1)
-    logp = paddle.take_along_axis(logp_all, batch["target_token"].unsqueeze(-1), axis=-1).squeeze(-1)
+    logits = paddle.matmul(h, weight, transpose_y=transposed).astype("float32")
+    # x - logsumexp(x), not F.log_softmax: Paddle 3.3's CPU log_softmax kernel is ~270x slower at a
+    # 49K vocabulary (19 s vs 0.07 s for 64 rows; benchmarks/results/ops_cpu.json)
+    lse = paddle.logsumexp(logits, axis=-1)
+    logp = paddle.take_along_axis(logits, batch["target_token"].unsqueeze(-1), axis=-1).squeeze(-1) - lse
     ent = None
     if entropy:
         with paddle.no_grad():
-            ent = -(logp_all.exp() * logp_all).sum(axis=-1)
+            probs = paddle.exp(logits - lse.unsqueeze(-1))
+            ent = lse - (probs * logits).sum(axis=-1)
     return TargetOutputs(logp, ent, h if hidden else None)
 
 

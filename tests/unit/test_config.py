@@ -99,7 +99,8 @@ def test_yaml_numbers_written_as_1e_minus_5_are_floats(tmp_path):
         ),
         (
             "method.name=sfx",
-            "command line: method.name: must be one of 'sft', 'dpo', got 'sfx'; did you mean 'sft'?",
+            "command line: method.name: must be one of 'sft', 'dpo', 'grpo', 'ppo', got 'sfx'; "
+            "did you mean 'sft'?",
         ),
         ("data.train.3.path=x", "command line: data.train[3]: no item 3 in this list of 1"),
         (
