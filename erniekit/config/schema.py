@@ -238,6 +238,54 @@ class LoggingConfig:
 
 
 @dataclass
+class ShardingConfig:
+    """ZeRO-style sharding over data-parallel ranks (Paddle's sharding optimizer)."""
+
+    degree: int = option(1, "Ranks that share one copy of the optimizer state (stage 1) or more.", gt=0)
+    stage: int = option(
+        1, "1: optimizer state; 2: + gradients; 3: + parameters (2 and 3 need GPUs).", choices=(1, 2, 3)
+    )
+
+
+@dataclass
+class RecomputeConfig:
+    """Activation recomputation: trade compute for memory."""
+
+    enabled: bool = option(False, "Recompute activations in the backward pass instead of storing them.")
+    granularity: Literal["full", "core_attn"] = option(
+        "full", "full: each decoder layer; core_attn: only the attention scores and softmax."
+    )
+
+
+@dataclass
+class ParallelConfig:
+    """How a run is split over processes (Paddle fleet); the degrees' product must equal the process count."""
+
+    dp: int = option(1, "Data-parallel replicas.", gt=0)
+    sharding: ShardingConfig = option(
+        ShardingConfig(), "Optimizer-state (and more) sharding over data ranks."
+    )
+    tp: int = option(1, "Tensor-parallel degree (attention heads, MLP columns, vocabulary).", gt=0)
+    pp: int = option(1, "Pipeline stages (1F1B schedule over train.grad_accum micro-batches).", gt=0)
+    virtual_pp: int = option(1, "Model chunks per pipeline stage (interleaved schedule when > 1).", gt=0)
+    pp_segment: Literal["layer", "uniform"] = option(
+        "layer", "Split stages by decoder layers (layer) or by parameter count (uniform)."
+    )
+    ep: int = option(1, "Expert-parallel degree: MoE experts are split over this many ranks.", gt=0)
+    ep_group: Literal["dp", "tp"] = option(
+        "dp", "Experts live on data ranks (all-to-all token exchange) or on the tensor-parallel group."
+    )
+    sequence_parallel: bool = option(
+        False, "Shard activations between TP regions along the sequence (needs tp > 1)."
+    )
+    recompute: RecomputeConfig = option(RecomputeConfig(), "Activation recomputation.")
+
+    @property
+    def world(self) -> int:
+        return self.dp * self.sharding.degree * self.tp * self.pp
+
+
+@dataclass
 class EvalConfig:
     """``erniekit eval``: generate for prompt/answer files and score (loss and perplexity use data.eval)."""
 
@@ -266,6 +314,7 @@ class Recipe:
     checkpoint: CheckpointConfig = option(CheckpointConfig(), "Checkpoints.")
     logging: LoggingConfig = option(LoggingConfig(), "Metrics and progress output.")
     eval: EvalConfig = option(EvalConfig(), "Generation-based evaluation (erniekit eval).")
+    parallel: ParallelConfig = option(ParallelConfig(), "Multi-process parallelism (fleet hybrid topology).")
 
     def validate(self) -> None:
         """Cross-field rules; raises ConfigError naming the offending key."""
@@ -289,8 +338,42 @@ class Recipe:
             weights = self.method.reward_weights
             if weights and len(weights) != len(self.method.rewards):
                 raise ConfigError("needs one weight per reward function", key="method.reward_weights")
+        self._validate_parallel()
         if self.model.flavor is not None and self.model.tokenizer is None:
             raise ConfigError("a randomly initialised model needs model.tokenizer", key="model.tokenizer")
+
+    def _validate_parallel(self) -> None:
+        p = self.parallel
+        data_world = p.dp * p.sharding.degree
+        if p.sequence_parallel and p.tp == 1:
+            raise ConfigError(
+                "sequence parallelism shards along the tensor-parallel group; it needs tp > 1",
+                key="parallel.sequence_parallel",
+            )
+        if p.ep > 1 and p.ep_group == "tp" and p.ep != p.tp:
+            raise ConfigError(
+                f"experts on the tensor-parallel group need ep == tp ({p.tp})", key="parallel.ep"
+            )
+        if p.ep > 1 and p.ep_group == "dp" and data_world % p.ep:
+            raise ConfigError(
+                f"ep={p.ep} must divide the data-parallel ranks dp x sharding = {data_world}",
+                key="parallel.ep",
+            )
+        if p.ep > 1 and p.ep_group == "dp" and (p.tp > 1 or p.pp > 1):
+            raise ConfigError(
+                "experts over data ranks combine with dp/sharding only; with tp or pp use ep_group: tp",
+                key="parallel.ep_group",
+            )
+        if p.virtual_pp > 1 and p.pp == 1:
+            raise ConfigError("interleaved pipelines need pp > 1", key="parallel.virtual_pp")
+        if p.pp > 1 and self.train.grad_accum < p.pp:
+            raise ConfigError(
+                f"the pipeline needs at least pp={p.pp} micro-batches per step", key="train.grad_accum"
+            )
+        if p.pp > 1 and self.method.name != "sft":
+            raise ConfigError(
+                "pipeline parallelism runs SFT; use tp/dp/sharding for other methods", key="parallel.pp"
+            )
 
 
 register_paths(Recipe)

@@ -95,17 +95,9 @@ def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = Fal
         compute_logits=False,
     )
     h = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["target_index"])
-    weight, transposed = model.output_weight()
-    logits = paddle.matmul(h, weight, transpose_y=transposed).astype("float32")
-    # x - logsumexp(x), not F.log_softmax: Paddle 3.3's CPU log_softmax kernel is ~270x slower at a
-    # 49K vocabulary (19 s vs 0.07 s for 64 rows; benchmarks/results/ops_cpu.json)
-    lse = paddle.logsumexp(logits, axis=-1)
-    logp = paddle.take_along_axis(logits, batch["target_token"].unsqueeze(-1), axis=-1).squeeze(-1) - lse
-    ent = None
-    if entropy:
-        with paddle.no_grad():
-            probs = paddle.exp(logits - lse.unsqueeze(-1))
-            ent = lse - (probs * logits).sum(axis=-1)
+    from erniekit.ops.cross_entropy import target_logprobs
+
+    logp, ent = target_logprobs(h, model, batch["target_token"], entropy)
     return TargetOutputs(logp, ent, h if hidden else None)
 
 

@@ -146,8 +146,7 @@ class SFT:
             segment_ids=batch["segment_ids"],
             compute_logits=False,
         )
-        weight, transposed = model.output_weight()
-        return lm_head_nll(out.hidden, weight, transposed, batch["labels"]), out.aux_loss
+        return lm_head_nll(out.hidden, model, batch["labels"]), out.aux_loss
 
     def loss(self, model, batch: dict, norm: dict[str, float]) -> tuple[paddle.Tensor, dict[str, float]]:
         nll, aux = self.token_nll(model, batch)

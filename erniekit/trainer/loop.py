@@ -19,10 +19,13 @@ import paddle
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
 from erniekit.errors import ErniekitError
+from erniekit.parallel.clip import GlobalNormClip
+from erniekit.parallel.env import init_parallel
+from erniekit.parallel.plan import parallelize, sync_grads
 from erniekit.trainer import checkpoint as ckpt
 from erniekit.trainer.metrics import MetricsLogger
-from erniekit.trainer.optim import LRSchedule, build_optimizer, grad_norm, scale_grads
-from erniekit.trainer.restore import load_model_arrays, model_arrays, model_from_recipe
+from erniekit.trainer.optim import LRSchedule, build_optimizer, grads_finite
+from erniekit.trainer.restore import load_model_arrays, model_from_recipe, saved_state_names
 
 log = logging.getLogger("erniekit.train")
 
@@ -99,41 +102,64 @@ class Trainer:
         self.precision = select_precision(t, self.device)
         if not recipe.data.train:
             raise ConfigError("training needs at least one file", key="data.train")
-        paddle.seed(t.seed)
-        self.tokenizer, self.model = model_from_recipe(recipe)
-        self.rank, self.world = 0, 1
-        self.method = build_method(recipe, self.tokenizer, self.model, self.rank, self.world)
-        self.params = [p for p in self.model.parameters() if not p.stop_gradient]
-        self.named_params = {n: p for n, p in self.model.named_parameters() if not p.stop_gradient}
-        self.optimizer = build_optimizer(self.params, recipe.optim)
+        self.dist = init_parallel(recipe.parallel, t.grad_accum, t.micro_batch_size)
+        paddle.seed(t.seed)  # the same initial weights on every rank
+        self.tokenizer, model = model_from_recipe(recipe)
+        self.model, self.layout, self.pipeline = parallelize(model, self.dist, recipe)
+        self.method = build_method(
+            recipe, self.tokenizer, self.model, self.dist.data_rank, self.dist.data_world
+        )
+        self.named_params = {
+            n: p
+            for n, p in self.layout.tensors.items()
+            if isinstance(p, paddle.base.framework.EagerParamBase) and not p.stop_gradient
+        }
+        self.params = list(self.named_params.values())
+        self.clip = GlobalNormClip(recipe.optim.grad_clip, self.dist)
+        self.optimizer = build_optimizer(self.params, recipe.optim, self.clip)
+        if self.dist.world > 1:
+            from paddle.distributed import fleet
+
+            self.optimizer = fleet.distributed_optimizer(self.optimizer)
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if self.precision == "fp16" else None
         steps = t.max_steps if t.max_steps > 0 else t.epochs * self.method.steps_per_epoch(t.grad_accum)
         self.total_steps = steps
         self.schedule = LRSchedule(recipe.optim, steps)
         self.state = TrainState()
-        removed = ckpt.remove_partials(self.output_dir)
-        if removed:
-            log.warning("removed incomplete checkpoint(s) from an interrupted save: %s", ", ".join(removed))
+        if self.dist.is_main:
+            removed = ckpt.remove_partials(self.output_dir)
+            if removed:
+                log.warning(
+                    "removed incomplete checkpoint(s) from an interrupted save: %s", ", ".join(removed)
+                )
+        self.dist.barrier()
         resume_from = ckpt.resolve_resume(t.resume, self.output_dir)
         if resume_from is not None:
             self.load(resume_from)
         self.config_text = render_yaml(recipe)
-        (self.output_dir / "config.yaml").write_text(self.config_text)
+        if self.dist.is_main:
+            (self.output_dir / "config.yaml").write_text(self.config_text)
         self.logger = MetricsLogger(
-            self.output_dir, steps, self.state.step, recipe.logging.visualdl, recipe.logging.progress
+            self.output_dir,
+            steps,
+            self.state.step,
+            recipe.logging.visualdl,
+            recipe.logging.progress,
+            enabled=self.dist.is_main,
         )
 
     # -------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
         t, c = self.recipe.train, self.recipe.checkpoint
         log.info(
-            "training %d steps on %s (%s), %d micro-batches x %d rows of %d tokens per step",
+            "training %d steps on %s (%s), %d micro-batches x %d rows of %d tokens per step%s",
             self.total_steps,
             self.device,
             self.precision,
             t.grad_accum,
             t.micro_batch_size,
             self.recipe.data.max_seq_len,
+            f" on each of {self.dist.data_world} data ranks" if self.dist.data_world > 1 else "",
         )
         self.model.train()
         if hasattr(self.method, "on_train_start"):
@@ -177,10 +203,53 @@ class Trainer:
 
     def train_step(self) -> dict:
         t = self.recipe.train
-        paddle.seed(t.seed + 1_000_003 * (self.state.step + 1))  # dropout etc.: a function of the step
+        # dropout seeds: a function of the step and the data rank (equal across tensor-parallel ranks)
+        paddle.seed(t.seed + 1_000_003 * (self.state.step + 1) + 7919 * self.dist.data_rank)
         start = time.perf_counter()
         batches = self.method.next_micro_batches(t.grad_accum)
-        norm = self.method.normalizer(batches)
+        # step-wide totals (e.g. target tokens) over all data ranks; data-parallel averaging divides by W
+        totals = self.dist.sum_over_data(self.method.normalizer(batches))
+        norm = {k: v / self.dist.data_world for k, v in totals.items()}
+        loss_sum, extra = self.forward_backward(batches, norm)
+        lr = self.schedule(self.state.step)
+        if self.dist.any_rank(not (math.isfinite(loss_sum) and grads_finite(self.params))):
+            self.handle_non_finite(loss_sum)
+        else:
+            sync_grads(self.params, self.dist)
+            self.optimizer.set_lr(lr)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()  # clipping runs inside, after fleet synchronised gradients
+        self.optimizer.clear_grad()
+        seconds = time.perf_counter() - start
+        tokens = sum(self.method.input_tokens(b) for b in batches)
+        summed = self.dist.sum_over_data({"loss": loss_sum, "tokens": float(tokens), **extra})
+        w, step_tokens = self.dist.data_world, int(summed.pop("tokens"))
+        self.state.step += 1
+        self.state.tokens += step_tokens
+        record = {
+            "step": self.state.step,
+            "epoch": self.method.epoch,
+            "loss": summed.pop("loss") / w,
+            "lr": lr,
+            "grad_norm": self.clip.last_norm if self.clip.last_norm is not None else float("nan"),
+            "tokens": self.state.tokens,
+            "tokens_per_sec": step_tokens / seconds,
+            "nan_steps": self.state.nan_steps,
+            **{k: v / w for k, v in summed.items()},
+        }
+        if hasattr(self.method, "step_metrics"):  # RL: rollout numbers, and training speed without sampling
+            rollout = self.method.step_metrics()
+            record.update(rollout)
+            record["train_tokens_per_sec"] = step_tokens / (seconds - rollout.get("rollout_seconds", 0.0))
+        return record
+
+    def forward_backward(self, batches: list[dict], norm: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """Run the step's micro-batches (all stages of a pipeline at once when pp > 1)."""
+        if self.pipeline is not None:
+            return self.pipeline.forward_backward(batches, norm, self.optimizer), {}
         loss_sum, extra = 0.0, {}
         for batch in batches:
             with self.autocast():
@@ -191,44 +260,11 @@ class Trainer:
                 extra[k] = extra.get(k, 0.0) + v
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        norm_value = float(grad_norm(self.params))
-        lr = self.schedule(self.state.step)
-        if not (math.isfinite(loss_sum) and math.isfinite(norm_value)):
-            self.handle_non_finite(loss_sum, norm_value)
-        else:
-            if self.recipe.optim.grad_clip and norm_value > self.recipe.optim.grad_clip:
-                scale_grads(self.params, self.recipe.optim.grad_clip / (norm_value + 1e-6))
-            self.optimizer.set_lr(lr)
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-        self.optimizer.clear_grad()
-        tokens = sum(self.method.input_tokens(b) for b in batches)
-        self.state.step += 1
-        self.state.tokens += tokens
-        seconds = time.perf_counter() - start
-        record = {
-            "step": self.state.step,
-            "epoch": self.method.epoch,
-            "loss": loss_sum,
-            "lr": lr,
-            "grad_norm": norm_value,
-            "tokens": self.state.tokens,
-            "tokens_per_sec": tokens / seconds,
-            "nan_steps": self.state.nan_steps,
-            **extra,
-        }
-        if hasattr(self.method, "step_metrics"):  # RL: rollout numbers, and training speed without sampling
-            rollout = self.method.step_metrics()
-            record.update(rollout)
-            record["train_tokens_per_sec"] = tokens / (seconds - rollout.get("rollout_seconds", 0.0))
-        return record
+        return loss_sum, extra
 
-    def handle_non_finite(self, loss: float, norm_value: float) -> None:
+    def handle_non_finite(self, loss: float) -> None:
         self.state.nan_steps += 1
-        what = f"non-finite loss {loss} / gradient norm {norm_value} at step {self.state.step + 1}"
+        what = f"non-finite loss {loss} or gradient at step {self.state.step + 1}"
         if self.recipe.train.on_nan == "skip":
             log.warning("%s: update skipped (%d so far)", what, self.state.nan_steps)
             return
@@ -247,34 +283,46 @@ class Trainer:
         metrics = self.method.evaluate(self.model, self.recipe.train.eval_batches)
         return {f"eval_{k}" if "/" not in k else f"eval/{k}": v for k, v in metrics.items()}
 
-    # --- checkpoints -----------------------------------------------------------------------------
+    # --- checkpoints: always the single-device model, whatever the layout -------------------------------
     def save(self) -> Path:
-        state = {
-            "step": self.state.step,
-            "trainer": self.state.state_dict(),
-            "data": self.method.state_dict(),
-            "seed": self.recipe.train.seed,
-            "model_args": self.model.args.to_dict(),
-        }
-        path = ckpt.save_checkpoint(
-            self.output_dir,
-            self.state.step,
-            model_arrays(self.model),
-            ckpt.optimizer_arrays(self.optimizer, self.named_params),
-            state,
-            self.config_text,
-            self.recipe.checkpoint.keep,
-        )
-        log.info("saved %s", path)
+        model_state = self.layout.gather(self.layout.local_arrays(saved_state_names(self.layout.tensors)))
+        optim_state = self.layout.gather_optimizer(ckpt.optimizer_arrays(self.optimizer, self.named_params))
+        path = self.output_dir / f"checkpoint-{self.state.step}"
+        if self.dist.is_main:
+            state = {
+                "step": self.state.step,
+                "trainer": self.state.state_dict(),
+                "data": self.method.state_dict(),
+                "seed": self.recipe.train.seed,
+                "model_args": self.model_args().to_dict(),
+            }
+            path = ckpt.save_checkpoint(
+                self.output_dir,
+                self.state.step,
+                model_state,
+                optim_state,
+                state,
+                self.config_text,
+                self.recipe.checkpoint.keep,
+            )
+            log.info("saved %s", path)
+        self.dist.barrier()
         return path
 
     def load(self, path: Path) -> None:
         arrays, optim_arrays, state = ckpt.read_checkpoint(path)
-        load_model_arrays(self.model, arrays, str(path), state.get("model_args"))
-        ckpt.load_optimizer_arrays(self.optimizer, self.named_params, optim_arrays, str(path))
+        load_model_arrays(
+            self.layout, self.layout.scatter(arrays), str(path), state.get("model_args"), self.model_args()
+        )
+        ckpt.load_optimizer_arrays(
+            self.optimizer, self.named_params, self.layout.scatter(optim_arrays), str(path)
+        )
         self.method.set_state_dict(state["data"])
         self.state = TrainState(**state["trainer"])
         log.info("resumed from %s at step %d", path, self.state.step)
+
+    def model_args(self):
+        return self.layout.model_args
 
 
 def train(recipe: Recipe) -> TrainState:

@@ -48,14 +48,7 @@ def build_optimizer(params: list, cfg: OptimConfig, grad_clip=None) -> paddle.op
 
 
 @paddle.no_grad()
-def grad_norm(params: list) -> paddle.Tensor:
-    """Global L2 norm of the gradients (float32 scalar tensor)."""
-    squares = [p.grad.astype("float32").square().sum() for p in params if p.grad is not None]
-    return paddle.stack(squares).sum().sqrt() if squares else paddle.zeros([], "float32")
-
-
-@paddle.no_grad()
-def scale_grads(params: list, factor: float) -> None:
-    for p in params:
-        if p.grad is not None:
-            p.grad.scale_(factor)
+def grads_finite(params: list) -> bool:
+    """False when any gradient holds a NaN or an infinity (this rank only)."""
+    checks = [paddle.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(paddle.stack(checks).all()) if checks else True

@@ -5,9 +5,12 @@ Used by training, export, chat and eval, so every verb reconstructs a run the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import paddle
+from paddle.base.framework import EagerParamBase
 
 from erniekit.config import Recipe, load_recipe
 from erniekit.config.core import ConfigError
@@ -40,24 +43,22 @@ def model_from_recipe(recipe: Recipe):
     return tokenizer, model
 
 
-def saved_state_names(model) -> list[str]:
+def saved_state_names(tensors: Mapping[str, paddle.Tensor]) -> list[str]:
     """What a checkpoint stores: trainable parameters and buffers (frozen base weights are not saved)."""
-    params = dict(model.named_parameters())
-    return [n for n in model.state_dict() if n not in params or not params[n].stop_gradient]
+    return [n for n, t in tensors.items() if not isinstance(t, EagerParamBase) or not t.stop_gradient]
 
 
-def model_arrays(model) -> dict[str, np.ndarray]:
-    state = model.state_dict()
-    return {n: ckpt._to_numpy(state[n]) for n in saved_state_names(model)}
-
-
-def load_model_arrays(model, arrays: dict[str, np.ndarray], origin: str, args_dict: dict | None) -> None:
-    if args_dict is not None and args_dict != model.args.to_dict():
+def load_model_arrays(
+    target, arrays: dict[str, np.ndarray], origin: str, args_dict: dict | None, model_args
+) -> None:
+    """Assign checkpoint arrays to a model (or a parallel Layout's tensors) after checking its shape."""
+    if args_dict is not None and args_dict != model_args.to_dict():
         raise CheckpointError(
             f"{origin}: saved from a different model shape than model.* describes "
             f"(is this adapter for another base model?)"
         )
-    check_and_assign(model, arrays, origin, required=saved_state_names(model))
+    tensors = target.tensors if hasattr(target, "tensors") else target.state_dict()
+    check_and_assign(tensors, arrays, origin, required=saved_state_names(tensors))
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -79,6 +80,6 @@ def restore(path: str | Path):
     arrays, _, state = ckpt.read_checkpoint(checkpoint)
     # training-only heads (PPO's value head) are not part of the model that is served or exported
     arrays = {k: v for k, v in arrays.items() if not k.startswith("value_head.")}
-    load_model_arrays(model, arrays, str(checkpoint), state.get("model_args"))
+    load_model_arrays(model, arrays, str(checkpoint), state.get("model_args"), model.args)
     model.eval()
     return recipe, tokenizer, model

@@ -63,6 +63,9 @@ class CausalLM(nn.Layer):
             if args.tie_word_embeddings
             else linear(args.hidden_size, args.vocab_size, False, args.initializer_range)
         )
+        # set by tensor-parallel plans (models/common/parallel.py): the LM head is split over this group
+        self.vocab_group = None
+        self.sequence_parallel = False
 
     def forward(
         self,
@@ -102,8 +105,14 @@ class CausalLM(nn.Layer):
         return self.lm_head.weight, False
 
     def compute_logits(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        """Full-vocabulary logits (gathered from the shards under tensor parallelism)."""
         weight, transposed = self.output_weight()
-        return paddle.matmul(hidden, weight, transpose_y=transposed)
+        logits = paddle.matmul(hidden, weight, transpose_y=transposed)
+        if self.vocab_group is not None:
+            from paddle.distributed.fleet.layers.mpu import mp_ops
+
+            logits = mp_ops._c_concat(logits, group=self.vocab_group)
+        return logits
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         a = self.args

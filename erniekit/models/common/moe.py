@@ -69,6 +69,8 @@ class Experts(nn.Layer):
     ) -> paddle.Tensor:
         if not paddle.in_dynamic_mode():
             return self._forward_traced(x_th, experts_tk, weights_tk)
+        if x_th.shape[0] == 0:  # an expert-parallel rank that received no tokens
+            return x_th * 0
         k = experts_tk.shape[1]
         flat = experts_tk.reshape([-1])
         order = paddle.argsort(flat, stable=True)  # assignment slots grouped by expert

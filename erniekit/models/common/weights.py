@@ -254,7 +254,7 @@ def check_and_assign(
     ``required`` names the tensors that must be present (default: all of them); a LoRA checkpoint, for
     instance, carries only the adapters and buffers, the base weights coming from the model itself.
     """
-    state = model.state_dict()
+    state = model if isinstance(model, Mapping) else model.state_dict()
     need = list(state) if required is None else list(required)
     missing = [k for k in need if k not in arrays]
     if missing:

@@ -1,0 +1,56 @@
+"""Global gradient-norm clipping that is right under every parallel layout, and reports the norm.
+
+The optimizer calls it inside ``step()``, after fleet has synchronised gradients (data-parallel
+all-reduce, sharding reduce-to-owner), so it sees final gradients. The squared norm is summed:
+* over the tensor-parallel group for split (``is_distributed``) parameters; replicated ones count once;
+* over pipeline stages (each holds different layers; a weight shared by two stages counts once);
+* over sharding ranks (each clips only the parameters it owns).
+It is deliberately not a ``ClipGradByGlobalNorm`` subclass: fleet replaces those with its own clip,
+whose norm we could not log.
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.distributed as dist
+from paddle.nn.clip import ClipGradBase
+
+
+class GlobalNormClip(ClipGradBase):
+    def __init__(self, max_norm: float, ctx=None):
+        super().__init__()
+        self.max_norm, self.ctx = max_norm, ctx
+        self.last_norm: float | None = None
+
+    def __str__(self) -> str:
+        return f"GlobalNormClip(max_norm={self.max_norm})"
+
+    @paddle.no_grad()
+    def _dygraph_clip(self, params_grads):
+        split = paddle.zeros([], "float32")
+        replicated = paddle.zeros([], "float32")
+        for p, g in params_grads:
+            if g is None:
+                continue
+            if getattr(p, "is_firstly_shared", True) is False:  # a shared weight's second copy
+                continue
+            sq = g.astype("float32").square().sum()
+            if getattr(p, "is_distributed", False):
+                split += sq
+            else:
+                replicated += sq
+        ctx = self.ctx
+        if ctx is not None and ctx.group("tp") is not None:
+            dist.all_reduce(split, group=ctx.group("tp"))
+        total = split + replicated
+        for axis in ("pp", "sharding"):
+            if ctx is not None and ctx.group(axis) is not None:
+                dist.all_reduce(total, group=ctx.group(axis))
+        norm = float(total.sqrt())
+        self.last_norm = norm
+        if self.max_norm > 0 and norm > self.max_norm:
+            scale = self.max_norm / (norm + 1e-6)
+            for _, g in params_grads:
+                if g is not None:
+                    g.scale_(scale)
+        return params_grads

@@ -1,0 +1,174 @@
+"""Let Paddle 3.3.1's fleet tensor and pipeline parallelism run on CPU processes (gloo).
+
+Fleet's TP layers call collectives with ``use_calc_stream`` flags and C ops (``c_identity``, ``c_split``,
+``c_concat``, ``c_softmax_with_cross_entropy``) that exist only for GPU/XPU; its pipeline reads a device id
+CPU builds never set, and gloo sub-groups share one key-value store whose unprefixed keys collide. This
+module swaps those few internals for the same math on plain synchronous gloo collectives (measured in
+shared/notes/paddle-cpu-lab.md §3: TP and PP losses equal one process). Nothing changes semantics, and
+nothing of it is used on GPU builds: :func:`install` refuses to run there.
+
+It patches private fleet internals, so it is pinned: :func:`install` stops with a clear error on any
+other Paddle version, and ``tests/distributed/test_cpu_compat.py`` checks the patched names still exist.
+"""
+
+from __future__ import annotations
+
+import os
+
+import paddle
+import paddle.distributed as dist
+from paddle.autograd import PyLayer
+
+SUPPORTED_PADDLE = "3.3.1"
+_state = {"installed": False}
+
+
+def _check_version() -> None:
+    version = paddle.__version__.split("+")[0]
+    if version != SUPPORTED_PADDLE:
+        raise RuntimeError(
+            f"erniekit.parallel.cpu_compat was written for Paddle {SUPPORTED_PADDLE}, found {version}; "
+            f"re-verify fleet's CPU behaviour and update this module before running TP/PP on CPU"
+        )
+
+
+# --- 1. tensor-parallel PyLayers: the same math on synchronous gloo collectives ---------------------
+
+
+def _identity_fwd(ctx, x, group, skip_c_identity_dynamic=False):
+    ctx.group = group
+    return x if skip_c_identity_dynamic else x.clone()
+
+
+def _identity_bwd(ctx, dy):
+    dist.all_reduce(dy, group=ctx.group)
+    return dy
+
+
+def _allreduce_fwd(ctx, x, group, use_calc_stream=True, use_model_parallel=True, op=None, skip=False):
+    ctx.skip = skip
+    dist.all_reduce(x, group=group)
+    return x
+
+
+def _allreduce_bwd(ctx, dy):
+    return dy if ctx.skip else dy.clone()
+
+
+def _split_fwd(ctx, x, group, rank, nranks):
+    ctx.group = group
+    return paddle.split(x, nranks, axis=-1)[rank].clone()
+
+
+def _split_bwd(ctx, dy):
+    parts = []
+    dist.all_gather(parts, dy, group=ctx.group)
+    return paddle.concat(parts, axis=-1)
+
+
+class _Concat(PyLayer):  # ColumnParallelLinear(gather_output=True)
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.rank, ctx.n = group.rank, group.nranks
+        parts = []
+        dist.all_gather(parts, x, group=group)
+        return paddle.concat(parts, axis=-1)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return paddle.split(dy, ctx.n, axis=-1)[ctx.rank].clone()
+
+
+class _VocabParallelCE(PyLayer):  # ParallelCrossEntropy: softmax over vocabulary shards
+    @staticmethod
+    def forward(ctx, logits, label, group, ignore_index):
+        vp = logits.shape[-1]
+        x = logits.astype("float32")
+        m = x.max(axis=-1, keepdim=True)
+        dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+        e = (x - m).exp()
+        s = e.sum(axis=-1, keepdim=True)
+        dist.all_reduce(s, group=group)
+        local = label.astype("int64") - group.rank * vp
+        inside = ((local >= 0) & (local < vp)).astype("float32")
+        idx = paddle.clip(local, 0, vp - 1)
+        picked = paddle.take_along_axis(x - m, idx, axis=-1) * inside
+        dist.all_reduce(picked, group=group)
+        valid = (label != ignore_index).astype("float32")
+        ctx.save_for_backward(e / s, idx, inside, valid)
+        return ((s.log() - picked) * valid).astype(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, dloss):
+        softmax, idx, inside, valid = ctx.saved_tensor()
+        onehot = paddle.nn.functional.one_hot(idx.squeeze(-1), softmax.shape[-1]) * inside
+        return ((softmax - onehot) * dloss.astype("float32") * valid).astype(dloss.dtype)
+
+
+def install() -> None:
+    """Apply the patches (idempotent). Call in every rank before ``fleet.init``."""
+    if _state["installed"]:
+        return
+    if paddle.is_compiled_with_cuda():
+        raise RuntimeError("cpu_compat is for CPU builds of Paddle; GPU builds run fleet unpatched")
+    _check_version()
+    import paddle.distributed.collective as coll
+    import paddle.distributed.fleet.meta_parallel.tensor_parallel as tp
+    from paddle.base import core
+    from paddle.distributed.fleet.layers.mpu import mp_ops
+
+    mp_ops.c_identity_eager.forward = staticmethod(_identity_fwd)
+    mp_ops.c_identity_eager.backward = staticmethod(_identity_bwd)
+    mp_ops.mp_allreduce_eager.forward = staticmethod(_allreduce_fwd)
+    mp_ops.mp_allreduce_eager.backward = staticmethod(_allreduce_bwd)
+    mp_ops.c_split_eager.forward = staticmethod(_split_fwd)
+    mp_ops.c_split_eager.backward = staticmethod(_split_bwd)
+
+    original_concat = mp_ops._c_concat
+
+    def c_concat(x, group=None):
+        if paddle.in_dynamic_mode() and group is not None and group.nranks > 1:
+            return _Concat.apply(x, group)
+        return original_concat(x, group)
+
+    mp_ops._c_concat = c_concat
+    original_ce = mp_ops._c_softmax_with_cross_entropy
+
+    def c_softmax_with_cross_entropy(logits, label, group=None, return_softmax=False, ignore_index=-100):
+        if paddle.in_dynamic_mode() and group is not None and not return_softmax:
+            if len(label.shape) == len(logits.shape) - 1:
+                label = label.unsqueeze(-1)
+            return _VocabParallelCE.apply(logits, label, group, ignore_index)
+        return original_ce(logits, label, group, return_softmax, ignore_index)
+
+    mp_ops._c_softmax_with_cross_entropy = c_softmax_with_cross_entropy
+
+    # 2. distributed_model(TP model) broadcasts inputs with a GPU-only helper
+    def broadcast_input_data(hcg, *inputs, **kwargs):
+        group, src = hcg.get_model_parallel_group(), hcg.get_model_parallel_group_src_rank()
+        for t in list(inputs) + list(kwargs.values()):
+            if isinstance(t, paddle.Tensor):
+                dist.broadcast(t, src=src, group=group)
+        return inputs, kwargs
+
+    tp.broadcast_input_data = broadcast_input_data
+
+    # 3. PipelineLayer reads ParallelEnv().device_id, which CPU builds never set
+    dist.ParallelEnv._device_id = 0
+
+    # 4. one TCPStore per gloo sub-group: the shared store's keys "0", "1", .. collide across groups
+    stores = {}
+    original_new_group = coll._new_process_group_impl
+
+    def new_process_group(backend, store, rank, world_size, group_name, pg_options, group_id=0, **kw):
+        if backend != "gloo" or group_id == 0:
+            return original_new_group(
+                backend, store, rank, world_size, group_name, pg_options, group_id=group_id, **kw
+            )
+        host, port = os.environ["PADDLE_MASTER"].split(":")
+        port = int(port) + int(os.environ.get("GLOO_GROUP_PORT_OFFSET", "200")) + group_id
+        stores[group_id] = core.TCPStore(host, port, rank == 0, world_size, 120)
+        return core.ProcessGroupGloo.create(stores[group_id], rank, world_size, group_id)
+
+    coll._new_process_group_impl = new_process_group
+    _state["installed"] = True

@@ -1,0 +1,202 @@
+"""Applying ``parallel:`` to a built model: tensor / expert / pipeline parallelism and recompute.
+
+    model, layout, pipeline = parallelize(model, ctx, recipe)
+
+The layer swaps live beside the model (models/common/parallel.py). Here they are chosen and combined,
+and the :class:`~erniekit.parallel.layout.Layout` is built: every tensor this rank holds, under its
+single-device name, with how it is split, so checkpoints are layout-independent.
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.distributed as dist
+from paddle import nn
+
+from erniekit.config.schema import Recipe
+from erniekit.models.common import parallel as plans
+from erniekit.models.common.decoder import CausalLM
+from erniekit.parallel.layout import Layout
+
+
+def parallelize(model: CausalLM, ctx, recipe: Recipe):
+    p = recipe.parallel
+    splits, ep_group = {}, None
+    if p.tp > 1:
+        splits.update(plans.apply_tensor_parallel(model, ctx))
+    if p.ep > 1 and p.ep_group == "tp":
+        splits.update(plans.apply_expert_parallel_tp(model, ctx))
+    if p.ep > 1 and p.ep_group == "dp":
+        ep_splits, ep_group = plans.apply_expert_parallel_dp(model, ctx, p.ep)
+        splits.update(ep_splits)
+    if p.sequence_parallel:
+        plans.apply_sequence_parallel(model, ctx)
+    if p.recompute.enabled:
+        plans.apply_recompute(model, p.recompute.granularity)
+    pipeline = None
+    # wrappers (sequence parallelism) nest the original layer as ``inner``: keep single-device names
+    tensors = {name.replace(".inner.", "."): t for name, t in model.state_dict().items()}
+    if p.pp > 1:
+        pipeline = Pipeline(model, ctx, recipe)
+        owned = {id(t) for t in pipeline.parallel.state_dict().values()}
+        tensors = {name: t for name, t in tensors.items() if id(t) in owned}
+    return model, Layout(ctx, tensors, splits, model.args, ep_group), pipeline
+
+
+@paddle.no_grad()
+def sync_grads(params: list, ctx) -> None:
+    """Gradient synchronisation the trainer owns (before the optimizer step):
+    * sequence-parallel norms saw 1/t of the tokens: sum their gradients over the tensor group;
+    * pure data parallelism: average over the replicas (fleet's optimizer does it in hybrid layouts);
+    * experts split over data ranks: see sync_expert_grads."""
+    if ctx.group("tp") is not None:
+        for param in params:
+            if getattr(param, "sequence_parallel", False) and param.grad is not None:
+                dist.all_reduce(param.grad, group=ctx.group("tp"))
+    if ctx.pure_data_parallel:
+        from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+
+        fused_allreduce_gradients([p for p in params if not getattr(p, "no_sync", False)], ctx.hcg)
+        sync_expert_grads(params, ctx)
+
+
+@paddle.no_grad()
+def sync_expert_grads(params: list, ctx) -> None:
+    """Experts split over data ranks got gradient from every rank's tokens, each rank's loss scaled for
+    averaging over W data ranks: divide by W, and sum over the ranks holding the same experts."""
+    for p in params:
+        group = getattr(p, "expert_group", None)
+        if group is None or p.grad is None:
+            continue
+        replicas = ctx.data_world // p.expert_world
+        if replicas > 1:
+            dist.all_reduce(p.grad, group=_replica_group(ctx, p.expert_world))
+        p.grad.scale_(1.0 / ctx.data_world)
+
+
+_REPLICA_GROUPS: dict = {}
+
+
+def _replica_group(ctx, ep: int):
+    """Data ranks that hold the same experts (the same position in their expert group)."""
+    if ep not in _REPLICA_GROUPS:
+        groups = [dist.new_group(list(range(i, ctx.data_world, ep))) for i in range(ep)]
+        _REPLICA_GROUPS[ep] = groups[ctx.data_rank % ep]
+    return _REPLICA_GROUPS[ep]
+
+
+# --- pipeline parallelism ------------------------------------------------------------------------------
+
+
+class PipeEmbedding(nn.Layer):
+    """First stage: token ids -> hidden states; ids ride along for the masks and rotary positions.
+    With tied embeddings the last stage holds it too (fleet shares ``weight`` between the two)."""
+
+    def __init__(self, model: CausalLM):
+        super().__init__()
+        self.embed_tokens = model.embed_tokens
+        self.weight = model.embed_tokens.weight
+
+    def forward(self, inputs):
+        input_ids, position_ids, segment_ids = inputs
+        return self.embed_tokens(input_ids), position_ids, segment_ids
+
+
+class PipeDecoderLayer(nn.Layer):
+    def __init__(self, model: CausalLM, index: int):
+        super().__init__()
+        self.layer, self.rotary = model.layers[index], model.rotary
+
+    def forward(self, inputs):
+        from erniekit.models.common.attention import attention_mask
+
+        hidden, position_ids, segment_ids = inputs
+        s = hidden.shape[1]
+        out, _ = self.layer(hidden, self.rotary(position_ids), attention_mask(s, s, segment_ids))
+        return out, position_ids, segment_ids
+
+
+class PipeHead(nn.Layer):
+    """Last stage: final norm and the LM head (the tied embedding is fleet-shared with the first stage)."""
+
+    def __init__(self, model: CausalLM):
+        super().__init__()
+        self.norm, self.model_ref = model.norm, [model]  # a list: not registered as a sub-layer
+        self.lm_head = model.lm_head
+
+    def forward(self, inputs):
+        hidden, _, _ = inputs
+        return self.norm(hidden)
+
+
+class PipeLoss(nn.Layer):
+    """Per micro-batch: summed token NLL / the step's tokens, times the micro-batch count (the schedule
+    divides each micro-batch loss by it again), so the step loss equals the one-process loss."""
+
+    def __init__(self, model: CausalLM):
+        super().__init__()
+        self.model_ref = [model]
+        self.norm_tokens = 1.0
+        self.micro_batches = 1
+
+    def forward(self, hidden, labels):
+        from erniekit.ops.cross_entropy import lm_head_nll
+
+        nll = lm_head_nll(hidden, self.model_ref[0], labels)
+        return nll.sum() / self.norm_tokens * self.micro_batches
+
+
+def _pass_through(layer, inputs):
+    """The tied embedding's second use: its weight is the LM head (applied in the loss)."""
+    return inputs
+
+
+class Pipeline:
+    """The model as a fleet PipelineLayer, trained with fleet's 1F1B (interleaved) schedule."""
+
+    def __init__(self, model: CausalLM, ctx, recipe: Recipe):
+        from paddle.distributed import fleet
+        from paddle.distributed.fleet.meta_parallel import LayerDesc, PipelineLayer, SharedLayerDesc
+
+        p = recipe.parallel
+        self.loss = PipeLoss(model)
+        a = model.args
+        descs = [LayerDesc(PipeEmbedding, model=model)]
+        descs += [LayerDesc(PipeDecoderLayer, model=model, index=i) for i in range(a.num_layers)]
+        descs.append(LayerDesc(PipeHead, model=model))
+        if a.tie_word_embeddings:  # embedding weight shared by the first and the last stage
+            descs[0] = SharedLayerDesc("embed", PipeEmbedding, shared_weight_attr="weight", model=model)
+            descs.append(
+                SharedLayerDesc(
+                    "embed",
+                    PipeEmbedding,
+                    forward_func=_pass_through,
+                    shared_weight_attr="weight",
+                    model=model,
+                )
+            )
+        seg = "layer:PipeDecoderLayer" if p.pp_segment == "layer" else "uniform"
+        self.layer = PipelineLayer(
+            layers=descs,
+            num_stages=p.pp,
+            topology=ctx.hcg.topology(),
+            loss_fn=self.loss,
+            seg_method=seg,
+            num_virtual_pipeline_stages=p.virtual_pp if p.virtual_pp > 1 else None,
+        )
+        self.parallel = fleet.distributed_model(self.layer)
+        self.ctx = ctx
+        if a.tie_word_embeddings and ctx.pp_rank > 0:  # count the shared weight once in the gradient norm
+            model.embed_tokens.weight.is_firstly_shared = False
+
+    def forward_backward(self, batches: list[dict], norm: dict[str, float], optimizer) -> float:
+        cat = {
+            k: paddle.concat([b[k] for b in batches])
+            for k in ("input_ids", "position_ids", "segment_ids", "labels")
+        }
+        data = [(cat["input_ids"], cat["position_ids"], cat["segment_ids"]), cat["labels"]]
+        self.loss.norm_tokens, self.loss.micro_batches = norm["tokens"], len(batches)
+        self.parallel.accumulate_steps = len(batches)
+        data = self.parallel._prepare_training(data, optimizer, None)
+        loss = self.parallel.forward_backward_pipeline(data)
+        return float(loss.numpy().reshape(-1)[0])
