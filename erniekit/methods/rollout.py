@@ -147,7 +147,10 @@ class RolloutMethod:
         picked = [self.train_prompts[s][i] for row in rows for s, i in row]
         start = time.perf_counter()
         completions = self.generate(
-            [ids for ids, _ in picked], n, self.cfg.rollout.temperature, seed=self.seed * 7919 + self.rollouts
+            [ids for ids, _ in picked],
+            n,
+            self.cfg.rollout.temperature,
+            seed=self.seed * 7919 + self.rollouts * 104729 + self.rank,
         )
         seconds = time.perf_counter() - start
         texts = [self.tokenizer.decode(tokens) for tokens in completions]

@@ -4,7 +4,8 @@ The optimizer calls it inside ``step()``, after fleet has synchronised gradients
 all-reduce, sharding reduce-to-owner), so it sees final gradients. The squared norm is summed:
 * over the tensor-parallel group for split (``is_distributed``) parameters; replicated ones count once;
 * over pipeline stages (each holds different layers; a weight shared by two stages counts once);
-* over sharding ranks (each clips only the parameters it owns).
+* over sharding ranks (each clips only the parameters it owns);
+* over the expert group for experts split across data ranks (each rank holds different experts).
 It is deliberately not a ``ClipGradByGlobalNorm`` subclass: fleet replaces those with its own clip,
 whose norm we could not log.
 """
@@ -29,20 +30,27 @@ class GlobalNormClip(ClipGradBase):
     def _dygraph_clip(self, params_grads):
         split = paddle.zeros([], "float32")
         replicated = paddle.zeros([], "float32")
+        experts = paddle.zeros([], "float32")
+        expert_group = None
         for p, g in params_grads:
             if g is None:
                 continue
             if getattr(p, "is_firstly_shared", True) is False:  # a shared weight's second copy
                 continue
             sq = g.astype("float32").square().sum()
-            if getattr(p, "is_distributed", False):
+            if getattr(p, "expert_group", None) is not None:
+                experts += sq
+                expert_group = p.expert_group
+            elif getattr(p, "is_distributed", False):
                 split += sq
             else:
                 replicated += sq
         ctx = self.ctx
         if ctx is not None and ctx.group("tp") is not None:
             dist.all_reduce(split, group=ctx.group("tp"))
-        total = split + replicated
+        if expert_group is not None:
+            dist.all_reduce(experts, group=expert_group)
+        total = split + replicated + experts
         for axis in ("pp", "sharding"):
             if ctx is not None and ctx.group(axis) is not None:
                 dist.all_reduce(total, group=ctx.group(axis))

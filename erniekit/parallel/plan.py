@@ -34,8 +34,7 @@ def parallelize(model: CausalLM, ctx, recipe: Recipe):
     if p.recompute.enabled:
         plans.apply_recompute(model, p.recompute.granularity)
     pipeline = None
-    # wrappers (sequence parallelism) nest the original layer as ``inner``: keep single-device names
-    tensors = {name.replace(".inner.", "."): t for name, t in model.state_dict().items()}
+    tensors = dict(model.state_dict())
     if p.pp > 1:
         pipeline = Pipeline(model, ctx, recipe)
         owned = {id(t) for t in pipeline.parallel.state_dict().values()}

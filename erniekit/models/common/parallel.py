@@ -51,31 +51,39 @@ def _set(param: paddle.Tensor, full: np.ndarray, split: Split | None, rank: int,
 
 
 class ColumnParallelLoRA(LoRALinear):
-    """A LoRA layer whose base weight and B are split by output columns (A replicated)."""
+    """A LoRA layer whose base weight and B are split by output columns (A replicated).
+
+    The low-rank activation z = x A enters B through ``c_identity`` so A's gradient sums every rank's
+    columns; the base path gets its own ``c_identity`` on x (A's path already yields the full dx)."""
 
     group = None
 
     def forward(self, x):
-        x = _mp_ops()._c_identity(x, group=self.group)
-        y = F.linear(x, self.weight, self.bias)
+        ops = _mp_ops()
+        y = F.linear(ops._c_identity(x, group=self.group), self.weight, self.bias)
         if not self.enabled:
             return y
         h = self.dropout(x) if self.dropout is not None else x
-        return y + paddle.matmul(paddle.matmul(h, self.lora_A), self.delta_b()) * self.scale
+        z = ops._c_identity(paddle.matmul(h, self.lora_A), group=self.group)
+        return y + paddle.matmul(z, self.delta_b()) * self.scale
 
 
 class RowParallelLoRA(LoRALinear):
-    """A LoRA layer whose base weight and A are split by input rows (B replicated); partial sums of both
-    paths are added before the all-reduce, the bias after."""
+    """A LoRA layer whose base weight and A are split by input rows (B replicated). The rank-r activation
+    x A is all-reduced before B, so B sees (and its gradient covers) the full sum."""
 
     group = None
 
     def forward(self, x):
-        y = paddle.matmul(x, self.weight)
+        ops = _mp_ops()
+
+        def allreduce(t):
+            return ops._mp_allreduce(t, group=self.group, use_calc_stream=True, use_model_parallel=True)
+
+        y = allreduce(paddle.matmul(x, self.weight))
         if self.enabled:
             h = self.dropout(x) if self.dropout is not None else x
-            y = y + paddle.matmul(paddle.matmul(h, self.lora_A), self.delta_b()) * self.scale
-        y = _mp_ops()._mp_allreduce(y, group=self.group, use_calc_stream=True, use_model_parallel=True)
+            y = y + paddle.matmul(allreduce(paddle.matmul(h, self.lora_A)), self.delta_b()) * self.scale
         return y if self.bias is None else y + self.bias
 
 
@@ -204,7 +212,9 @@ class _ExpertShard:
 
     def forward(self, x_th, experts_tk, weights_tk):
         ops = _mp_ops()
+        # tokens and combine weights are replicated; each rank's gradient covers only its experts: sum them
         x_th = ops._c_identity(x_th, group=self.group)
+        weights_tk = ops._c_identity(weights_tk, group=self.group)
         k = experts_tk.shape[1]
         local = experts_tk.reshape([-1]) - self.offset
         slots = paddle.nonzero((local >= 0) & (local < self.num_experts)).reshape(
@@ -340,7 +350,7 @@ def apply_expert_parallel_dp(model: CausalLM, ctx, ep: int) -> tuple[dict[str, S
             new.expert_group, new.expert_world = group, ep  # gradients: see sync_expert_grads
             new.no_sync = True
             setattr(experts, name, new)
-            splits[f"{prefix}.{name}"] = Split(0, group="ep")
+            splits[f"{prefix}.{name}"] = Split(0, over="ep")
         base = LoRAExperts if isinstance(experts, LoRAExperts) else Experts
         experts.__class__ = type(f"ExpertParallel{base.__name__}", (_ExpertParallelDP, base), {})
         experts.num_experts, experts.offset, experts.group = local, rank * local, group
@@ -407,75 +417,60 @@ class _ReduceScatterSeq(PyLayer):
         return _seq_all_gather(dy, ctx.group)
 
 
-class _ScatterAfter(nn.Layer):
-    def __init__(self, inner, group):
-        super().__init__()
-        self.inner, self.group = inner, group
+class _SeqColumn:
+    """Mixed into a column-parallel layer whose input is already gathered along the sequence: a plain
+    matmul (fleet's own forward would also all-reduce the input gradient; the gather's backward does)."""
 
     def forward(self, x):
-        return _ScatterSeq.apply(self.inner(x), self.group)
-
-
-class _GatherAfter(nn.Layer):
-    def __init__(self, inner, group):
-        super().__init__()
-        self.inner, self.group = inner, group
-        for p in inner.parameters():  # norms see 1/t of the tokens: their gradients are summed over t
-            p.sequence_parallel = True
-
-    def forward(self, x):
-        return _GatherSeq.apply(self.inner(x), self.group)
-
-
-class _SeqColumn(nn.Layer):
-    """A column-parallel weight applied to already-gathered input (the gather's backward sums)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        lin = self.inner
-        y = F.linear(x, lin.weight, lin.bias)
-        if isinstance(lin, LoRALinear) and lin.enabled:
-            h = lin.dropout(x) if lin.dropout is not None else x
-            y = y + paddle.matmul(paddle.matmul(h, lin.lora_A), lin.delta_b()) * lin.scale
+        y = F.linear(x, self.weight, self.bias)
+        if isinstance(self, LoRALinear) and self.enabled:
+            h = self.dropout(x) if self.dropout is not None else x
+            y = y + paddle.matmul(paddle.matmul(h, self.lora_A), self.delta_b()) * self.scale
         return y
 
 
-class _SeqRow(nn.Layer):
-    """A row-parallel weight whose partial outputs are reduce-scattered along the sequence."""
-
-    def __init__(self, inner, group):
-        super().__init__()
-        self.inner, self.group = inner, group
+class _SeqRow:
+    """Mixed into a row-parallel layer: partial outputs are reduce-scattered along the sequence."""
 
     def forward(self, x):
-        lin = self.inner
-        y = paddle.matmul(x, lin.weight)
-        if isinstance(lin, LoRALinear) and lin.enabled:
-            h = lin.dropout(x) if lin.dropout is not None else x
-            y = y + paddle.matmul(paddle.matmul(h, lin.lora_A), lin.delta_b()) * lin.scale
-        y = _ReduceScatterSeq.apply(y, self.group)
-        return y if lin.bias is None else y + lin.bias
+        y = paddle.matmul(x, self.weight)
+        if isinstance(self, LoRALinear) and self.enabled:
+            h = self.dropout(x) if self.dropout is not None else x
+            y = y + paddle.matmul(paddle.matmul(h, self.lora_A), self.delta_b()) * self.scale
+        y = _ReduceScatterSeq.apply(y, self.seq_group)
+        return y if self.bias is None else y + self.bias
+
+
+def _mix(layer, mixin, group) -> None:
+    layer.__class__ = type(f"Sequence{type(layer).__name__}", (mixin, type(layer)), {})
+    layer.seq_group = group
+    if isinstance(layer, LoRALinear):  # the replicated factor's gradient is partial: summed over the group
+        (layer.lora_A if mixin is _SeqColumn else layer.lora_B).sequence_parallel = True
 
 
 def apply_sequence_parallel(model: CausalLM, ctx) -> None:
-    """Wrap a tensor-parallel decoder for sequence parallelism (after apply_tensor_parallel)."""
+    """Make a tensor-parallel decoder sequence-parallel (after apply_tensor_parallel). Parameter names
+    do not change: the embedding's output is scattered and each norm's output gathered by forward hooks;
+    column/row layers change their forward (class mixins)."""
     group = ctx.group("tp")
     if any(isinstance(layer.mlp, MoE) for layer in model.layers):
         raise ValueError(
             "sequence parallelism is not supported with MoE layers (their replicated routing "
             "would be counted once per tensor rank); use tp with ep_group: tp instead"
         )
-    model.embed_tokens = _ScatterAfter(model.embed_tokens, group)
+    model.embed_tokens.register_forward_post_hook(lambda layer, inputs, out: _ScatterSeq.apply(out, group))
+    norms = [model.norm] + [
+        n for layer in model.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
+    ]
+    for norm in norms:
+        norm.register_forward_post_hook(lambda layer, inputs, out: _GatherSeq.apply(out, group))
+        norm.weight.sequence_parallel = True  # each rank saw 1/t of the tokens: gradients summed over t
     for layer in model.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        layer.input_layernorm = _GatherAfter(layer.input_layernorm, group)
-        layer.post_attention_layernorm = _GatherAfter(layer.post_attention_layernorm, group)
-        attn.qkv_proj, attn.o_proj = _SeqColumn(attn.qkv_proj), _SeqRow(attn.o_proj, group)
-        mlp.up_gate_proj, mlp.down_proj = _SeqColumn(mlp.up_gate_proj), _SeqRow(mlp.down_proj, group)
-    model.norm = _GatherAfter(model.norm, group)
+        _mix(attn.qkv_proj, _SeqColumn, group)
+        _mix(mlp.up_gate_proj, _SeqColumn, group)
+        _mix(attn.o_proj, _SeqRow, group)
+        _mix(mlp.down_proj, _SeqRow, group)
     model.sequence_parallel = True
 
 
