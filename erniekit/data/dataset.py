@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -93,13 +95,13 @@ def cached_dataset(
     if not rows[next(iter(rows))]:
         raise DataError(f"{path}: no usable examples ({json.dumps(stats.as_dict())})")
     ds = datasets.Dataset.from_dict(rows)
-    tmp = target.with_name(target.name + ".tmp")
+    # several processes (data-parallel ranks) may build the same cache at once: each writes its own
+    # temporary directory and renames it into place; a loser of that race drops its copy (identical)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     ds.save_to_disk(str(tmp))
     (tmp / "erniekit_stats.json").write_text(json.dumps(vars(stats)))
-    if target.exists():  # another process finished first; theirs is identical
-        import shutil
-
-        shutil.rmtree(tmp)
-    else:
+    try:
         tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(target))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ def probe_output_dir(path: Path) -> None:
     """Fail before training, not at the first save, when results cannot be written."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
+        probe = path / f".write-probe-{os.getpid()}"  # one per process: ranks probe at the same time
         probe.write_bytes(b"x" * 4096)
         probe.unlink()
     except OSError as e:
@@ -249,7 +250,7 @@ class Trainer:
     def forward_backward(self, batches: list[dict], norm: dict[str, float]) -> tuple[float, dict[str, float]]:
         """Run the step's micro-batches (all stages of a pipeline at once when pp > 1)."""
         if self.pipeline is not None:
-            return self.pipeline.forward_backward(batches, norm, self.optimizer), {}
+            return self.pipeline.forward_backward(batches, norm, self.optimizer)
         loss_sum, extra = 0.0, {}
         for batch in batches:
             with self.autocast():
