@@ -243,7 +243,9 @@ class ShardingConfig:
 
     degree: int = option(1, "Ranks that share one copy of the optimizer state (stage 1) or more.", gt=0)
     stage: int = option(
-        1, "1: optimizer state; 2: + gradients; 3: + parameters (2 and 3 need GPUs).", choices=(1, 2, 3)
+        1,
+        "1: optimizer state (what erniekit runs); 2: + gradients, 3: + parameters: refused for now.",
+        choices=(1, 2, 3),
     )
 
 
@@ -344,7 +346,6 @@ class Recipe:
 
     def _validate_parallel(self) -> None:
         p = self.parallel
-        data_world = p.dp * p.sharding.degree
         if p.sequence_parallel and p.tp == 1:
             raise ConfigError(
                 "sequence parallelism shards along the tensor-parallel group; it needs tp > 1",
@@ -354,18 +355,23 @@ class Recipe:
             raise ConfigError(
                 f"experts on the tensor-parallel group need ep == tp ({p.tp})", key="parallel.ep"
             )
-        if p.ep > 1 and p.ep_group == "dp" and data_world % p.ep:
+        if p.ep > 1 and p.ep_group == "dp" and p.sharding.degree > 1:
             raise ConfigError(
-                f"ep={p.ep} must divide the data-parallel ranks dp x sharding = {data_world}",
-                key="parallel.ep",
+                "experts over data ranks need plain dp: fleet's sharding optimizer would broadcast one "
+                "rank's experts over the others; shard experts over tp instead (ep_group: tp)",
+                key="parallel.ep_group",
             )
+        if p.ep > 1 and p.ep_group == "dp" and p.dp % p.ep:
+            raise ConfigError(f"ep={p.ep} must divide dp={p.dp}", key="parallel.ep")
         if p.ep > 1 and p.ep_group == "dp" and (p.tp > 1 or p.pp > 1):
             raise ConfigError(
                 "experts over data ranks combine with dp/sharding only; with tp or pp use ep_group: tp",
                 key="parallel.ep_group",
             )
-        if p.virtual_pp > 1 and p.pp == 1:
-            raise ConfigError("interleaved pipelines need pp > 1", key="parallel.virtual_pp")
+        if p.virtual_pp > 1 and p.pp < 3:
+            raise ConfigError(
+                "fleet's interleaved pipeline schedule needs pp >= 3", key="parallel.virtual_pp"
+            )
         if p.pp > 1 and self.train.grad_accum < p.pp:
             raise ConfigError(
                 f"the pipeline needs at least pp={p.pp} micro-batches per step", key="train.grad_accum"

@@ -7,6 +7,13 @@ module swaps those few internals for the same math on plain synchronous gloo col
 shared/notes/paddle-cpu-lab.md §3: TP and PP losses equal one process). Nothing changes semantics, and
 nothing of it is used on GPU builds: :func:`install` refuses to run there.
 
+Gloo tags each point-to-point message with a per-group operation counter, so a send between two
+ranks of a larger group only matches its receive when both ranks happen to have issued the same number
+of operations on that group (measured: in a 4-rank world, 0->1 then 1->2 hangs). :func:`pair_groups`
+gives every pair of ranks its own two-rank group and routes send/recv through it, where the counters
+advance in step by construction. Pipelines of more than two stages and all-to-all over more than two
+ranks rely on it.
+
 It patches private fleet internals, so it is pinned: :func:`install` stops with a clear error on any
 other Paddle version, and ``tests/distributed/test_cpu_compat.py`` checks the patched names still exist.
 """
@@ -172,3 +179,35 @@ def install() -> None:
 
     coll._new_process_group_impl = new_process_group
     _state["installed"] = True
+
+
+# --- 5. point-to-point through two-rank groups ----------------------------------------------------
+
+
+def pair_groups() -> None:
+    """Create a two-rank group for every pair of ranks and route send/recv/isend/irecv through it.
+
+    Collective: every rank calls it after ``fleet.init``, in the same order. Nothing to do for 2 ranks.
+    """
+    world, me = dist.get_world_size(), dist.get_rank()
+    if world <= 2 or "pairs" in _state:
+        return
+    pairs = {}
+    for a in range(world):
+        for b in range(a + 1, world):
+            group = dist.new_group([a, b])
+            if me in (a, b):
+                pairs[b if me == a else a] = group
+    _state["pairs"] = pairs
+
+    def routed(fn, peer_arg):
+        def call(tensor, peer=0, group=None, *rest, **kwargs):
+            peer, group = kwargs.pop(peer_arg, peer), kwargs.pop("group", group)
+            if group is None or group.nranks > 2:
+                group = pairs[peer]
+            return fn(tensor, peer, group, *rest, **kwargs)
+
+        return call
+
+    for name, peer_arg in (("send", "dst"), ("isend", "dst"), ("recv", "src"), ("irecv", "src")):
+        setattr(dist, name, routed(getattr(dist, name), peer_arg))

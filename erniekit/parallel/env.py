@@ -143,6 +143,12 @@ def init_parallel(cfg: ParallelConfig, grad_accum: int, micro_batch_size: int) -
             f"CPU devices; use stage 1 on CPU",
             key="parallel.sharding.stage",
         )
+    if cfg.sharding.degree > 1 and cfg.sharding.stage > 1:  # GPU
+        raise ConfigError(
+            f"sharding stage {cfg.sharding.stage} is not wired into erniekit's trainer yet (its gradient "
+            f"clipping and checkpoint gathering assume stage 1); use stage 1, with tp/pp/ep for large models",
+            key="parallel.sharding.stage",
+        )
     if cpu:
         from erniekit.parallel import cpu_compat
 
@@ -161,5 +167,8 @@ def init_parallel(cfg: ParallelConfig, grad_accum: int, micro_batch_size: int) -
     strategy.pipeline_configs = {"accumulate_steps": grad_accum, "micro_batch_size": micro_batch_size}
     fleet.init(is_collective=True, strategy=strategy)
     import paddle.distributed as dist
+
+    if cpu:
+        cpu_compat.pair_groups()
 
     return ParallelContext(cfg, world=world, rank=dist.get_rank(), hcg=fleet.get_hybrid_communicate_group())

@@ -12,7 +12,9 @@ from __future__ import annotations
 import paddle
 import paddle.distributed as dist
 from paddle import nn
+from paddle.autograd import PyLayer
 
+from erniekit.config.core import ConfigError
 from erniekit.config.schema import Recipe
 from erniekit.models.common import parallel as plans
 from erniekit.models.common.decoder import CausalLM
@@ -101,17 +103,38 @@ class PipeEmbedding(nn.Layer):
         return self.embed_tokens(input_ids), position_ids, segment_ids
 
 
+class _AuxLossGrad(PyLayer):
+    """Identity on the hidden states whose backward also feeds ``scale`` as the gradient of a MoE layer's
+    load-balancing loss: the loss joins the backward pass where it was computed, without travelling
+    down the pipeline to the last stage."""
+
+    @staticmethod
+    def forward(ctx, hidden, aux, scale):
+        ctx.scale = scale
+        return hidden.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, paddle.full([], ctx.scale, "float32")
+
+
 class PipeDecoderLayer(nn.Layer):
     def __init__(self, model: CausalLM, index: int):
         super().__init__()
         self.layer, self.rotary = model.layers[index], model.rotary
+        self.aux_scale = 0.0  # d(step loss) / d(this layer's aux loss), set each step
+        self.aux_sum = None  # this step's aux losses, for the logged loss
 
     def forward(self, inputs):
         from erniekit.models.common.attention import attention_mask
 
         hidden, position_ids, segment_ids = inputs
         s = hidden.shape[1]
-        out, _ = self.layer(hidden, self.rotary(position_ids), attention_mask(s, s, segment_ids))
+        out, aux = self.layer(hidden, self.rotary(position_ids), attention_mask(s, s, segment_ids))
+        if aux is not None and self.training:
+            self.aux_sum = aux.detach() if self.aux_sum is None else self.aux_sum + aux.detach()
+            if self.aux_scale:
+                out = _AuxLossGrad.apply(out, aux, self.aux_scale)
         return out, position_ids, segment_ids
 
 
@@ -174,6 +197,13 @@ class Pipeline:
                     model=model,
                 )
             )
+        chunks = p.pp * p.virtual_pp
+        if p.pp_segment == "layer" and a.num_layers % chunks:
+            raise ConfigError(
+                f"{a.num_layers} decoder layers do not split evenly into pp x virtual_pp = {chunks} "
+                f"pipeline chunks; choose degrees that divide it, or pp_segment: uniform",
+                key="parallel.pp_segment",
+            )
         seg = "layer:PipeDecoderLayer" if p.pp_segment == "layer" else "uniform"
         self.layer = PipelineLayer(
             layers=descs,
@@ -185,17 +215,33 @@ class Pipeline:
         )
         self.parallel = fleet.distributed_model(self.layer)
         self.ctx = ctx
+        self.decoder_layers = [m for m in self.layer.sublayers() if isinstance(m, PipeDecoderLayer)]
         if a.tie_word_embeddings and ctx.pp_rank > 0:  # count the shared weight once in the gradient norm
             model.embed_tokens.weight.is_firstly_shared = False
 
-    def forward_backward(self, batches: list[dict], norm: dict[str, float], optimizer) -> float:
+    def forward_backward(
+        self, batches: list[dict], norm: dict[str, float], optimizer
+    ) -> tuple[float, dict[str, float]]:
+        """The step's loss (NLL plus the weighted MoE load-balancing loss, as one process logs it)."""
         cat = {
             k: paddle.concat([b[k] for b in batches])
             for k in ("input_ids", "position_ids", "segment_ids", "labels")
         }
         data = [(cat["input_ids"], cat["position_ids"], cat["segment_ids"]), cat["labels"]]
         self.loss.norm_tokens, self.loss.micro_batches = norm["tokens"], len(batches)
+        a = self.loss.model_ref[0].args
+        # one process: loss += coef * mean over MoE layers (of each micro-batch) / micro-batches
+        coef = a.router_aux_loss_coef if a.num_moe_layers else 0.0
+        for layer in self.decoder_layers:
+            layer.aux_sum = None
+            layer.aux_scale = coef / (a.num_moe_layers * len(batches)) if a.num_moe_layers else 0.0
         self.parallel.accumulate_steps = len(batches)
         data = self.parallel._prepare_training(data, optimizer, None)
-        loss = self.parallel.forward_backward_pipeline(data)
-        return float(loss.numpy().reshape(-1)[0])
+        loss = float(self.parallel.forward_backward_pipeline(data, None).numpy().reshape(-1)[0])  # no scaler
+        if not a.num_moe_layers:
+            return loss, {}
+        sums = [layer.aux_sum for layer in self.decoder_layers if layer.aux_sum is not None]
+        aux = paddle.to_tensor(float(paddle.add_n(sums)) if sums else 0.0, dtype="float32")
+        dist.all_reduce(aux, group=self.ctx.group("pp"))  # every stage's MoE layers
+        aux_mean = float(aux) / (a.num_moe_layers * len(batches))
+        return loss + coef * aux_mean, {"aux_loss": aux_mean}

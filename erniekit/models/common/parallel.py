@@ -1,5 +1,8 @@
 """Parallel plans for the common decoder: swap layers for Paddle fleet's parallel ones, from the outside.
 
+ERNIE 4.5 and the Llama family are both this decoder (their ``model.py`` only fill in ModelArgs), so
+their plan lives here, beside the math it splits.
+
 The model stays single-device math (decoder.py); these functions replace its sub-layers in place and
 return how each parameter is split (``Split``), so checkpoints always hold whole tensors.
 

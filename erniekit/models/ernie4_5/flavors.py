@@ -59,6 +59,15 @@ FLAVORS = {
         head_dim=16,
         intermediate_size=128,
     ),
+    "debug-deep": ernie4_5_args(  # deep enough for interleaved pipelines (pp 4 x virtual_pp 2)
+        vocab_size=1024,
+        hidden_size=64,
+        num_layers=8,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+    ),
     "debug-moe": ernie4_5_args(
         vocab_size=1024,
         hidden_size=64,
