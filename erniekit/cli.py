@@ -36,12 +36,51 @@ def _setup_logging() -> None:
     )
 
 
+def _relaunch(args: argparse.Namespace) -> int:
+    """``train --nproc N``: run this same command under paddle.distributed.launch with N processes."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    main_py = str(Path(__file__).resolve().parent / "__main__.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        str(args.nproc),
+        "--log_dir",
+        args.log_dir,
+    ]
+    if args.nnodes > 1:
+        cmd += ["--nnodes", str(args.nnodes)]
+    if args.master:
+        cmd += ["--master", args.master]
+    cmd += [main_py, "train", args.recipe, *args.overrides]
+    env = dict(os.environ)
+    cores = os.cpu_count() or 1
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.nproc)))  # processes share the cores
+    print(f"launching: {' '.join(cmd)}", file=sys.stderr)
+    return subprocess.call(cmd, env=env)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from erniekit.config import load_recipe
+    import os
+
+    from erniekit.config import ConfigError, load_recipe
     from erniekit.runtime import setup_runtime
 
     _setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)  # check the recipe before paying for Paddle
+    if args.nproc * args.nnodes > 1 and "PADDLE_TRAINERS_NUM" not in os.environ:
+        p = recipe.parallel
+        if p.world != args.nproc * args.nnodes:
+            raise ConfigError(
+                f"dp x sharding.degree x tp x pp = {p.world}, but --nproc {args.nproc} x --nnodes "
+                f"{args.nnodes} = {args.nproc * args.nnodes} processes were asked for",
+                key="parallel",
+            )
+        return _relaunch(args)
     settings = setup_runtime()
     import logging
 
@@ -49,6 +88,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     logging.getLogger("erniekit").info(settings.describe())
     Trainer(recipe).fit()
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from erniekit.config import ConfigError, load_recipe
+    from erniekit.errors import CheckpointError
+    from erniekit.models import flavor_args, list_flavors, load_args
+    from erniekit.parallel.estimate import plan, render
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    flavor = args.flavor or recipe.model.flavor
+    if flavor:
+        model_args = flavor_args(flavor)
+    elif recipe.model.path:
+        try:
+            model_args = load_args(recipe.model.path)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}; to plan without the weights pass --flavor, one of: {', '.join(list_flavors())}"
+            ) from None
+    else:
+        raise ConfigError("model: the recipe names neither model.path nor model.flavor; pass --flavor")
+    print(render(plan(model_args, recipe), args.recipe))
     return 0
 
 
@@ -131,7 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as train.max_steps=10"
     )
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes on this node: relaunch under paddle.distributed.launch (one per GPU)",
+    )
+    train.add_argument("--nnodes", type=int, default=1, help="nodes taking part (multi-node runs)")
+    train.add_argument("--master", help="rendezvous host:port of node 0 (multi-node runs)")
+    train.add_argument("--log-dir", default="log", help="where paddle.distributed.launch writes rank logs")
     train.set_defaults(func=_cmd_train)
+
+    plan = verbs.add_parser(
+        "plan", help="memory and FLOPs per device for a recipe's model and parallel layout (no Paddle)"
+    )
+    plan.add_argument("recipe", help="recipe file, or a name under recipes/")
+    plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. parallel.tp=8")
+    plan.add_argument("--flavor", help="plan this named architecture instead, e.g. ernie4_5/300b-a47b")
+    plan.set_defaults(func=_cmd_plan)
 
     export = verbs.add_parser(
         "export", help="write a run as HF safetensors, a PEFT adapter or a Paddle program"
@@ -180,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options (``train r --nproc 2 optim.lr=1e-4``).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except ErniekitError as e:
