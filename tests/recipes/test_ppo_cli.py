@@ -1,4 +1,4 @@
-"""The real CLI on the debug PPO recipe: value loss falls, reward rises; exports drop the value head."""
+"""The real CLI on the debug PPO recipe: value head calibrates, reward rises, export drops the value head."""
 
 import subprocess
 import sys
@@ -25,10 +25,11 @@ def test_debug_ppo_learns(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_metrics(out / "metrics.jsonl")
-    value = [r["value_loss"] for r in records if "value_loss" in r]
-    assert sum(value[-10:]) / 10 < 0.5 * sum(value[:5]) / 5, value
+    # the value head starts far off (explained variance << 0) and calibrates to the returns
+    ev = [r["explained_variance"] for r in records if "explained_variance" in r]
+    assert sum(ev[-5:]) / 5 > max(-1.0, sum(ev[:3]) / 3), ev
     rewards = [r["reward_mean"] for r in records if "reward_mean" in r and "loss" in r]
-    assert sum(rewards[-5:]) / 5 > 1.5 * sum(rewards[:5]) / 5, rewards
+    assert sum(rewards[-5:]) / 5 > 5 * sum(rewards[:5]) / 5, rewards
     evals = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
     assert evals[-1] > evals[0]
     export = subprocess.run(
