@@ -132,6 +132,8 @@ def _convert(tp: Any, value: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
         raise ctx.error(path, f"expected {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(allowed):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         if value in allowed and type(value) is type(allowed[0]):
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)

@@ -27,6 +27,17 @@ class ModelConfig:
     tokenizer: str | None = option(
         None, "Tokenizer directory (tokenizer.model or tokenizer.json); defaults to model.path."
     )
+    fused_ops: Literal["auto", "on", "off"] = option(
+        "auto",
+        "Fused kernels: auto (on GPUs), on (wherever they run), off (reference math); each is checked "
+        "against the reference once and falls back with a log line (erniekit/ops).",
+    )
+    moe_capacity_factor: float | None = option(
+        None,
+        "MoE token dropping: each expert takes at most factor x (tokens x k / experts) assignments; "
+        "None is dropless.",
+        gt=0,
+    )
 
 
 @dataclass
@@ -367,6 +378,11 @@ class Recipe:
             raise ConfigError(
                 "experts over data ranks combine with dp/sharding only; with tp or pp use ep_group: tp",
                 key="parallel.ep_group",
+            )
+        if self.model.moe_capacity_factor is not None and p.ep > 1:
+            raise ConfigError(
+                "token dropping is defined per expert over all tokens; it runs without expert parallelism",
+                key="model.moe_capacity_factor",
             )
         if p.virtual_pp > 1 and p.pp < 3:
             raise ConfigError(

@@ -1,1 +1,111 @@
-"""Compute kernels behind one switch: Paddle's fused GPU ops when available, reference math otherwise."""
+"""Compute kernels behind one switch: Paddle's fused GPU kernels where they run, reference math elsewhere.
+
+    from erniekit import ops
+    ops.configure("auto")                  # model.fused_ops; the trainer, chat and eval call it
+    y = ops.rms_norm(x, weight, eps)       # layers call ops.<name>; the selected kernel runs
+
+Every op is a pair: a reference implementation (plain Paddle ops, what runs on CPU and what the parity
+tests trust) and, where Paddle has one, a fused kernel. ``model.fused_ops`` chooses:
+
+* ``off``: the reference everywhere;
+* ``auto`` (default): fused kernels on CUDA devices, the reference on CPU, where Paddle 3.3's build lacks
+  most of them (shared/notes/paddle-cpu-lab.md §6) and its attention fallback is slower than ours;
+* ``on``: fused kernels wherever they run.
+
+A fused kernel is admitted only after a probe: on small random inputs it runs forward and backward and
+must match the reference (outputs and input gradients, tolerance by dtype). A kernel that is missing,
+fails or disagrees is replaced by the reference with one log line saying why, never silently.
+
+The chunked LM-head cross-entropy (:mod:`erniekit.ops.cross_entropy`) has no switch: it is exact and
+always cheaper in memory, on every device (Paddle 3.3 has no fused linear + cross-entropy kernel).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import paddle
+
+from erniekit.ops import activation, attention, moe, norm, rope
+from erniekit.ops.registry import Op, same_results
+
+log = logging.getLogger(__name__)
+
+OPS: dict[str, Op] = {op.name: op for op in (norm.OP, rope.OP, activation.OP, attention.OP, moe.OP)}
+MODES = ("auto", "on", "off")
+_state: dict = {"mode": "auto", "chosen": {}}
+
+
+def configure(mode: str) -> None:
+    """Select kernels for this process (``model.fused_ops``); probes run lazily, once per op."""
+    if mode not in MODES:
+        raise ValueError(f"fused_ops must be one of {', '.join(MODES)}, not {mode!r}")
+    _state["mode"], _state["chosen"] = mode, {}
+
+
+def resolve_all() -> str:
+    """Select every op now (probing fused kernels where the mode asks) -> "name=fused|reference, ..."."""
+    for name in OPS:
+        kernel(name)
+    return ", ".join(f"{name}={impl}" for name, impl in sorted(selected().items()))
+
+
+def selected() -> dict[str, str]:
+    """Which implementation each op resolved to so far: {"rms_norm": "fused" | "reference", ...}."""
+    return {
+        name: ("fused" if fn is OPS[name].fused else "reference") for name, fn in _state["chosen"].items()
+    }
+
+
+@paddle.jit.not_to_static  # plain Python dispatch, also while tracing a static graph (export)
+def kernel(name: str) -> Callable:
+    fn = _state["chosen"].get(name)
+    if fn is None:
+        fn = _state["chosen"][name] = _choose(OPS[name], _state["mode"])
+    return fn
+
+
+def _choose(op: Op, mode: str) -> Callable:
+    cuda = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if mode == "off" or (mode == "auto" and not cuda):
+        return op.reference
+    if op.fused is None:
+        reason = "Paddle has no fused kernel for it"
+    elif not cuda and not op.on_cpu:
+        reason = "its fused kernel is GPU-only"
+    else:
+        reason = same_results(op, half=cuda)
+        if reason is None:
+            log.info("fused %s on", op.name)
+            return op.fused
+    log.log(logging.WARNING if mode == "on" else logging.INFO, "%s uses the reference (%s)", op.name, reason)
+    return op.reference
+
+
+# --- the ops layers call ----------------------------------------------------------------------------------
+
+
+def rms_norm(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+    return kernel("rms_norm")(x, weight, eps)
+
+
+def rotary(q, k, cos, sin, interleaved: bool) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """q [B, S, N, D], k [B, S, K, D], cos/sin [B, S, 1, D/2] (float32) -> rotated q, k."""
+    return kernel("rotary")(q, k, cos, sin, interleaved)
+
+
+def swiglu(gate_up: paddle.Tensor) -> paddle.Tensor:
+    """silu(gate) * up for gate_up = [gate | up] along the last axis."""
+    return kernel("swiglu")(gate_up)
+
+
+def attention(q, k, v, mask) -> paddle.Tensor:
+    """q [B, S, N, D], k/v [B, T, K, D], an AttentionMask -> [B, S, N * D]."""
+    return kernel("attention")(q, k, v, mask)
+
+
+def grouped_mlp(x_sorted, counts: list[int], up_gate, down) -> paddle.Tensor:
+    """Expert SwiGLU MLPs on contiguous row segments: rows of expert e are counts[e] consecutive rows of
+    x_sorted [R, H]; up_gate [E, H, 2I], down [E, I, H] -> [R, H]."""
+    return kernel("grouped_mlp")(x_sorted, counts, up_gate, down)

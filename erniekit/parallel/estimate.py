@@ -9,10 +9,12 @@ also holds the embedding):
 * experts are split by ``ep`` (over data ranks or the tensor group), everything else by ``tp``;
 * activations per micro-batch and layer after Korthikanti et al. 2022 (https://arxiv.org/abs/2205.05198,
   eq. 1): 10 sbh bytes outside the tensor-parallel regions (divided by t under sequence parallelism),
-  24 sbh / t inside, at 2-byte activations; plus the attention scores and probabilities our reference
-  attention materialises, B x N/t x S x S in fp32 and the compute dtype. Full recompute keeps only each
+  24 sbh / t inside, at 2-byte activations; plus, unless flash attention runs (fused ops in bf16/fp16),
+  the attention scores and probabilities our reference materialises, B x N/t x S x S in fp32 and the
+  compute dtype. Full recompute keeps only each
   layer's input, plus one layer being recomputed. 1F1B keeps up to ``pp`` micro-batches in flight;
-* logits and their gradient in fp32 (vocabulary split by tp).
+* logits and their gradient in fp32 (vocabulary split by tp); with tp = 1 the chunked head holds one
+  block of at most 128 MiB and its softmax instead.
 
 FLOPs per token for training: 6 x (parameters a token uses, MoE counting its k routed experts and the
 shared ones, embeddings excluded) + 12 x layers x seq x (heads x head_dim) for attention (6 N D + causal
@@ -24,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from erniekit.models.common.args import ModelArgs
+from erniekit.ops.cross_entropy import CHUNK_BYTES
 
 GiB = 1024**3
 
@@ -93,8 +96,10 @@ def plan(a: ModelArgs, recipe) -> dict:
     # Korthikanti eq. 1 (2-byte units): 10 sbh outside the tensor-parallel regions, 24 sbh inside
     outside = 10 * s_b_h * act / 2 / (tp if p.sequence_parallel else 1)
     inside = 24 * s_b_h * act / 2 / tp
-    # our reference attention keeps [B, N, S, S] scores and probabilities (fp32 + compute dtype)
-    scores = mbs * a.num_heads / tp * seq * seq * (8 + act)
+    # flash/flashmask attention (fused ops on, half precision: what GPUs run) keeps no S x S matrix; our
+    # reference attention keeps [B, N, S, S] scores and probabilities (fp32 + compute dtype)
+    flash = half and recipe.model.fused_ops != "off"
+    scores = 0 if flash else mbs * a.num_heads / tp * seq * seq * (8 + act)
     full_layer = outside + inside + scores
     in_flight = min(pp, t.grad_accum)  # 1F1B: stage 0 holds up to pp micro-batches
     if p.recompute.enabled:
@@ -103,6 +108,8 @@ def plan(a: ModelArgs, recipe) -> dict:
     else:
         activations = in_flight * layers_per_stage * full_layer
     logits = seq * mbs * a.vocab_size / tp * 4 * 2  # fp32 logits and their gradient on the last stage
+    if tp == 1:  # the chunked head keeps one block of logits and its softmax (erniekit.ops.cross_entropy)
+        logits = min(logits, 2 * CHUNK_BYTES)
     flops_token = 6 * c.active_per_token + 12 * a.num_layers * seq * a.num_heads * a.head_dim
     return {
         "devices": p.world,

@@ -126,11 +126,11 @@ class PipeDecoderLayer(nn.Layer):
         self.aux_sum = None  # this step's aux losses, for the logged loss
 
     def forward(self, inputs):
-        from erniekit.models.common.attention import attention_mask
+        from erniekit.models.common.attention import AttentionMask
 
         hidden, position_ids, segment_ids = inputs
         s = hidden.shape[1]
-        out, aux = self.layer(hidden, self.rotary(position_ids), attention_mask(s, s, segment_ids))
+        out, aux = self.layer(hidden, self.rotary(position_ids), AttentionMask(s, s, segment_ids))
         if aux is not None and self.training:
             self.aux_sum = aux.detach() if self.aux_sum is None else self.aux_sum + aux.detach()
             if self.aux_scale:

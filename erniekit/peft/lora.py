@@ -95,7 +95,7 @@ class LoRAExperts(Experts):
 
     def __init__(self, base: Experts, rank: int, alpha: float, rslora: bool, lora_plus_ratio: float):
         nn.Layer.__init__(self)
-        self.num_experts = base.num_experts
+        self.num_experts, self.capacity_factor = base.num_experts, base.capacity_factor
         self.up_gate_proj, self.down_proj = base.up_gate_proj, base.down_proj
         self.up_gate_proj.stop_gradient = self.down_proj.stop_gradient = True
         self.scale = alpha / math.sqrt(rank) if rslora else alpha / rank
@@ -116,15 +116,11 @@ class LoRAExperts(Experts):
             paddle.bmm(self.lora_down_A, self.lora_down_B) * self.scale,
         )
 
-    def expert_weights(self) -> tuple[list[paddle.Tensor], list[paddle.Tensor]]:
-        up_gate, down = super().expert_weights()
+    def stacked_weights(self) -> tuple[paddle.Tensor, paddle.Tensor]:
         if not self.enabled:
-            return up_gate, down
+            return self.up_gate_proj, self.down_proj
         d_up_gate, d_down = self.delta_weights()
-        return (
-            [w + d for w, d in zip(up_gate, d_up_gate.unbind(0))],
-            [w + d for w, d in zip(down, d_down.unbind(0))],
-        )
+        return self.up_gate_proj + d_up_gate, self.down_proj + d_down
 
 
 def _parts(name: str, layer: nn.Linear, args: ModelArgs, wanted: set[str]) -> list[Part]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import paddle
 
+from erniekit import ops
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
 from erniekit.errors import ErniekitError
@@ -162,6 +163,7 @@ class Trainer:
             self.recipe.data.max_seq_len,
             f" on each of {self.dist.data_world} data ranks" if self.dist.data_world > 1 else "",
         )
+        log.info("kernels (model.fused_ops=%s): %s", self.recipe.model.fused_ops, ops.resolve_all())
         self.model.train()
         if hasattr(self.method, "on_train_start"):
             self.method.on_train_start(self)

@@ -12,10 +12,12 @@ import numpy as np
 import paddle
 from paddle.base.framework import EagerParamBase
 
+from erniekit import ops
 from erniekit.config import Recipe, load_recipe
 from erniekit.config.core import ConfigError
 from erniekit.errors import CheckpointError
 from erniekit.models import build_model, flavor_args, load_model
+from erniekit.models.common.moe import set_capacity
 from erniekit.models.common.weights import check_and_assign
 from erniekit.tokenizer import load_tokenizer
 from erniekit.trainer import checkpoint as ckpt
@@ -24,6 +26,7 @@ from erniekit.trainer import checkpoint as ckpt
 def model_from_recipe(recipe: Recipe):
     """(tokenizer, model): base weights from model.path or a seeded flavor, then LoRA when enabled."""
     m = recipe.model
+    ops.configure(m.fused_ops)
     tokenizer = load_tokenizer(m.tokenizer or m.path, recipe.data.template)
     if m.path is not None:
         model = load_model(m.path)
@@ -35,6 +38,7 @@ def model_from_recipe(recipe: Recipe):
             f"{model.args.vocab_size}",
             key="model.tokenizer",
         )
+    set_capacity(model, m.moe_capacity_factor)
     if recipe.lora.enabled:
         from erniekit.peft.lora import apply_lora
 

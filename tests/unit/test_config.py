@@ -84,6 +84,16 @@ def test_yaml_numbers_written_as_1e_minus_5_are_floats(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("written", "read"), [("on", "on"), ("off", "off"), ("auto", "auto"), ("'on'", "on")]
+)
+def test_yaml_bare_on_off_reach_an_on_off_choice(tmp_path, written, read):
+    # YAML 1.1 reads a bare on/off as a boolean; a choice that has "on"/"off" takes them back as words.
+    text = MINIMAL.replace("tokenizer: tok}", f"tokenizer: tok, fused_ops: {written}}}")
+    r = load_recipe(write(tmp_path / "r.yaml", text))
+    assert r.model.fused_ops == read
+
+
+@pytest.mark.parametrize(
     ("override", "expected"),
     [
         ("optim.lrr=1", "command line: optim.lrr: unknown key; did you mean 'optim.lr'?"),

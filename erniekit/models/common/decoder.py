@@ -15,7 +15,7 @@ import paddle
 from paddle import nn
 
 from erniekit.models.common.args import ModelArgs
-from erniekit.models.common.attention import Attention, KVCache, attention_mask
+from erniekit.models.common.attention import Attention, AttentionMask, KVCache
 from erniekit.models.common.mlp import MLP, linear
 from erniekit.models.common.moe import MoE
 from erniekit.models.common.norm import RMSNorm
@@ -84,7 +84,7 @@ class CausalLM(nn.Layer):
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = paddle.arange(past, past + s, dtype="int64").unsqueeze(0).expand([b, s])
-        mask = attention_mask(s, past + s, segment_ids, key_padding, branch_ids)
+        mask = AttentionMask(s, past + s, segment_ids, branch_ids, key_padding)
         cos_sin = self.rotary(position_ids)
         x = self.embed_tokens(input_ids)
         aux_losses = []

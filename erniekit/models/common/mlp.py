@@ -7,8 +7,9 @@ through SiLU), the second half the up projection, the layout of ERNIE's Paddle c
 from __future__ import annotations
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
+
+from erniekit import ops
 
 
 def linear(in_features: int, out_features: int, bias: bool, std: float) -> nn.Linear:
@@ -19,11 +20,6 @@ def linear(in_features: int, out_features: int, bias: bool, std: float) -> nn.Li
     )
 
 
-def swiglu(gate_up: paddle.Tensor) -> paddle.Tensor:
-    gate, up = paddle.chunk(gate_up, 2, axis=-1)
-    return F.silu(gate) * up
-
-
 class MLP(nn.Layer):
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool, std: float):
         super().__init__()
@@ -31,4 +27,4 @@ class MLP(nn.Layer):
         self.down_proj = linear(intermediate_size, hidden_size, bias, std)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.down_proj(swiglu(self.up_gate_proj(x)))
+        return self.down_proj(ops.swiglu(self.up_gate_proj(x)))

@@ -7,8 +7,9 @@ Routing (as the HF reference): ``probs = softmax(x @ W_router)`` in float32; exp
 chosen (sum clamped at ``moe_norm_min``).
 
 Experts run dropless: the T*k (token, expert) assignments are sorted by expert, every expert applies its
-SwiGLU MLP to its one contiguous segment, and results are scattered back weighted. No capacity padding
-and no Python loop over tokens (only over experts that received tokens).
+SwiGLU MLP to its one contiguous segment (:func:`erniekit.ops.grouped_mlp`: a grouped GEMM on GPU), and
+results are scattered back weighted. No capacity padding and no Python loop over tokens. Dropping
+tokens over a per-expert capacity happens only when configured (``model.moe_capacity_factor``).
 
 The auxiliary load-balancing loss (Switch Transformer, https://arxiv.org/abs/2101.03961) is returned
 separately so the trainer can weight and log it: ``E * sum_e f_e * P_e`` with f_e the fraction of
@@ -17,12 +18,15 @@ assignments routed to e and P_e its mean router probability (1.0 for a perfectly
 
 from __future__ import annotations
 
+import math
+
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from erniekit import ops
 from erniekit.models.common.args import ModelArgs
-from erniekit.models.common.mlp import MLP, swiglu
+from erniekit.models.common.mlp import MLP
 
 
 class Router(nn.Layer):
@@ -50,6 +54,7 @@ class Experts(nn.Layer):
         super().__init__()
         init = nn.initializer.Normal(0.0, std)
         self.num_experts = num_experts
+        self.capacity_factor: float | None = None  # None: dropless (see set_capacity)
         self.up_gate_proj = self.create_parameter(
             [num_experts, hidden_size, 2 * intermediate_size], default_initializer=init
         )
@@ -57,12 +62,9 @@ class Experts(nn.Layer):
             [num_experts, intermediate_size, hidden_size], default_initializer=init
         )
 
-    def expert_weights(self) -> tuple[list[paddle.Tensor], list[paddle.Tensor]]:
-        """Per-expert [H, 2I] and [I, H] matrices. Split once: each expert's slice then gets its gradient
-        through one concat, instead of E full-size zero-filled slice gradients."""
-        up_gate = [w.squeeze(0) for w in paddle.split(self.up_gate_proj, self.num_experts)]
-        down = [w.squeeze(0) for w in paddle.split(self.down_proj, self.num_experts)]
-        return up_gate, down
+    def stacked_weights(self) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """up_gate [E, H, 2I] and down [E, I, H] as the experts apply them (LoRA adds its deltas)."""
+        return self.up_gate_proj, self.down_proj
 
     def forward(
         self, x_th: paddle.Tensor, experts_tk: paddle.Tensor, weights_tk: paddle.Tensor
@@ -73,35 +75,46 @@ class Experts(nn.Layer):
             return x_th * 0
         k = experts_tk.shape[1]
         flat = experts_tk.reshape([-1])
-        order = paddle.argsort(flat, stable=True)  # assignment slots grouped by expert
+        order = paddle.argsort(flat, stable=True)  # assignment slots grouped by expert, tokens in order
         counts = paddle.bincount(flat, minlength=self.num_experts).tolist()
+        if self.capacity_factor is not None:
+            order, counts = self._drop_over_capacity(order, counts, x_th.shape[0] * k)
         token_of_slot = order // k
-        x_sorted = paddle.gather(x_th, token_of_slot)  # [T*k, H]
-        up_gate, down = self.expert_weights()
-        outs, start = [], 0
-        for e, n in enumerate(counts):
-            if n:
-                seg = x_sorted[start : start + n]
-                outs.append(paddle.matmul(swiglu(paddle.matmul(seg, up_gate[e])), down[e]))
-                start += n
-        y_sorted = paddle.concat(outs) * paddle.gather(weights_tk.reshape([-1]), order).unsqueeze(-1).astype(
-            x_th.dtype
-        )
-        return paddle.index_add(paddle.zeros_like(x_th), token_of_slot, 0, y_sorted)
+        y_sorted = ops.grouped_mlp(paddle.gather(x_th, token_of_slot), counts, *self.stacked_weights())
+        w = paddle.gather(weights_tk.reshape([-1]), order).unsqueeze(-1).astype(x_th.dtype)
+        return paddle.index_add(paddle.zeros_like(x_th), token_of_slot, 0, y_sorted * w)
+
+    def _drop_over_capacity(self, order, counts: list[int], slots: int):
+        """Token dropping (GShard/Switch): each expert keeps its first ``ceil(factor * T * k / E)``
+        assignments in token order; the rest contribute nothing (the residual carries those tokens)."""
+        capacity = math.ceil(self.capacity_factor * slots / self.num_experts)
+        kept, starts = [], 0
+        for n in counts:
+            kept.append(paddle.arange(starts, starts + min(n, capacity)))
+            starts += n
+        return paddle.gather(order, paddle.concat(kept)), [min(n, capacity) for n in counts]
 
     def _forward_traced(self, x_th, experts_tk, weights_tk) -> paddle.Tensor:
         """The same computation without reading counts back to Python, for static graphs (export):
         each expert gathers its tokens with a data-dependent index instead of a known segment."""
         k = experts_tk.shape[1]
         flat, weights = experts_tk.reshape([-1]), weights_tk.reshape([-1]).astype(x_th.dtype)
-        up_gate, down = self.expert_weights()
+        up_gate, down = (paddle.split(w, self.num_experts) for w in self.stacked_weights())
         y = paddle.zeros_like(x_th)
         for e in range(self.num_experts):
             slots = paddle.nonzero(flat == e).reshape([-1])
             tokens = slots // k
-            out = paddle.matmul(swiglu(paddle.matmul(paddle.gather(x_th, tokens), up_gate[e])), down[e])
+            h = ops.swiglu(paddle.matmul(paddle.gather(x_th, tokens), up_gate[e].squeeze(0)))
+            out = paddle.matmul(h, down[e].squeeze(0))
             y = paddle.index_add(y, tokens, 0, out * paddle.gather(weights, slots).unsqueeze(-1))
         return y
+
+
+def set_capacity(model: nn.Layer, factor: float | None) -> None:
+    """Token dropping at ``factor`` x the even share of assignments per expert (None: dropless)."""
+    for layer in model.sublayers(include_self=True):
+        if isinstance(layer, Experts):
+            layer.capacity_factor = factor
 
 
 class MoE(nn.Layer):

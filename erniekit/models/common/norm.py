@@ -5,6 +5,8 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from erniekit import ops
+
 
 class RMSNorm(nn.Layer):
     def __init__(self, hidden_size: int, eps: float):
@@ -13,6 +15,4 @@ class RMSNorm(nn.Layer):
         self.weight = self.create_parameter([hidden_size], default_initializer=nn.initializer.Constant(1.0))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x32 = x.astype("float32")
-        x32 = x32 * paddle.rsqrt(x32.pow(2).mean(axis=-1, keepdim=True) + self.eps)
-        return self.weight * x32.astype(x.dtype)
+        return ops.rms_norm(x, self.weight, self.eps)

@@ -1,10 +1,7 @@
-"""Rotary position embeddings, in both pairings used by our families.
+"""Rotary position embeddings: frequencies (plain or Llama-3 scaled) and the angles of positions.
 
-Legend: B batch, S sequence, N heads, D head_dim. Tensors are [B, N, S, D]; positions are [B, S].
-
-* interleaved (ERNIE 4.5, GPT-J style): dims (0,1), (2,3), ... rotate together, pair i at frequency i.
-* half (Llama / NeoX style): dims (i, i + D/2) rotate together.
-Angles are computed and applied in float32 and cast back, like the HF reference.
+Legend: B batch, S sequence, D head_dim. Positions are [B, S]; the rotation itself (both pairings our
+families use) is :func:`erniekit.ops.rotary`.
 """
 
 from __future__ import annotations
@@ -42,20 +39,6 @@ class RotaryEmbedding(nn.Layer):
         self.register_buffer("inv_freq", inverse_frequencies(head_dim, theta, scaling), persistable=False)
 
     def forward(self, position_ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """cos, sin of shape [B, 1, S, D/2] for positions [B, S]."""
-        freqs = (position_ids.astype("float32").unsqueeze(-1) * self.inv_freq).unsqueeze(1)
+        """cos, sin of shape [B, S, 1, D/2] (float32) for positions [B, S]."""
+        freqs = (position_ids.astype("float32").unsqueeze(-1) * self.inv_freq).unsqueeze(2)
         return freqs.cos(), freqs.sin()
-
-
-def apply_rotary(
-    x: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, interleaved: bool
-) -> paddle.Tensor:
-    x32 = x.astype("float32")
-    if interleaved:
-        pairs = x32.reshape([*x32.shape[:-1], -1, 2])
-        x0, x1 = pairs[..., 0], pairs[..., 1]
-        out = paddle.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], axis=-1).reshape(x32.shape)
-    else:
-        x0, x1 = paddle.chunk(x32, 2, axis=-1)
-        out = paddle.concat([x0 * cos - x1 * sin, x1 * cos + x0 * sin], axis=-1)
-    return out.astype(x.dtype)

@@ -1,0 +1,27 @@
+"""RMSNorm: float32 statistics whatever the activation dtype (as the HF reference computes it)."""
+
+from __future__ import annotations
+
+import paddle
+
+from erniekit.ops.registry import Op, rand
+
+
+def reference(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+    x32 = x.astype("float32")
+    x32 = x32 * paddle.rsqrt(x32.pow(2).mean(axis=-1, keepdim=True) + eps)
+    return weight * x32.astype(x.dtype)
+
+
+def fused(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+    from paddle.incubate.nn.functional import fused_rms_norm
+
+    out = fused_rms_norm(x, weight, None, eps, begin_norm_axis=x.ndim - 1)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _cases(dtype: str):
+    return [((rand([2, 5, 64], dtype), rand([64], "float32", seed=1) + 1.0, 1e-6), {})]
+
+
+OP = Op("rms_norm", reference, fused, _cases)

@@ -1,0 +1,54 @@
+"""Rotary position embeddings on q and k, in both pairings our families use.
+
+Legend: B batch, S sequence, N/K query/kv heads, D head_dim. q [B, S, N, D], k [B, S, K, D];
+cos/sin [B, S, 1, D/2] in float32 (one angle per rotated pair).
+
+* interleaved (ERNIE 4.5, GPT-J style): dims (0,1), (2,3), ... rotate together, pair i at frequency i;
+* half (Llama / NeoX style): dims (i, i + D/2) rotate together.
+The reference rotates in float32 and casts back, like the HF reference.
+"""
+
+from __future__ import annotations
+
+import paddle
+
+from erniekit.ops.registry import Op, rand
+
+
+def _rotate(x: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, interleaved: bool) -> paddle.Tensor:
+    x32 = x.astype("float32")
+    if interleaved:
+        pairs = x32.reshape([0] * (x32.ndim - 1) + [-1, 2])  # 0 keeps a dim (also when dynamic)
+        x0, x1 = pairs[..., 0], pairs[..., 1]
+        out = paddle.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], axis=-1).flatten(start_axis=-2)
+    else:
+        x0, x1 = paddle.chunk(x32, 2, axis=-1)
+        out = paddle.concat([x0 * cos - x1 * sin, x1 * cos + x0 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def reference(q, k, cos, sin, interleaved: bool):
+    return _rotate(q, cos, sin, interleaved), _rotate(k, cos, sin, interleaved)
+
+
+def fused(q, k, cos, sin, interleaved: bool):
+    from paddle.incubate.nn.functional import fused_rotary_position_embedding
+
+    if interleaved:  # the kernel wants one angle per dimension, laid out like the pairs
+        cos, sin = (paddle.repeat_interleave(t, 2, axis=-1) for t in (cos, sin))
+    else:
+        cos, sin = (paddle.concat([t, t], axis=-1) for t in (cos, sin))
+    q_out, k_out, _ = fused_rotary_position_embedding(
+        q, k, None, sin=sin.astype(q.dtype), cos=cos.astype(q.dtype), use_neox_rotary_style=not interleaved
+    )
+    return q_out, k_out
+
+
+def _cases(dtype: str):
+    angles = rand([2, 6, 1, 8], "float32", grad=False, seed=3)
+    cos, sin = angles.cos(), angles.sin()
+    q, k = rand([2, 6, 4, 16], dtype), rand([2, 6, 2, 16], dtype, seed=1)
+    return [((q, k, cos, sin, interleaved), {}) for interleaved in (True, False)]
+
+
+OP = Op("rotary", reference, fused, _cases)
