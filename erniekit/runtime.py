@@ -1,10 +1,15 @@
 """Process-level runtime settings that must be decided before Paddle is imported.
 
-Two facts about Paddle 3.3 on CPU make this necessary (shared/notes/paddle-cpu-lab.md §8):
+Three facts about Paddle 3.3 on CPU make this necessary (shared/notes/paddle-cpu-lab.md §8):
 
 * ``import paddle`` sets ``OMP_NUM_THREADS=1`` when it is unset, so Paddle silently runs on one core.
 * On AMD CPUs, Paddle's bundled MKL takes a slow generic sgemm path, and after the first Adam step every
   later GEMM becomes ~3.8x slower. ``MKL_DEBUG_CPU_TYPE=5`` (read when MKL loads) fixes both.
+* Paddle's CPU allocator takes every tensor from glibc ``malloc`` and frees it back, and glibc serves
+  large blocks with fresh ``mmap`` pages: each big temporary (a [512, 49152] logits block is 100 MB) pays
+  its page faults again, which made elementwise ops 3-5x slower than their arithmetic. Raising glibc's
+  mmap and trim thresholds (``mallopt``; ``ERNIEKIT_MALLOC=system`` keeps glibc's defaults) lets freed
+  blocks be reused. The price is that RSS stays near its peak instead of shrinking between steps.
 
 Entry points (the CLI, the test suite, benchmarks) call :func:`configure_cpu_runtime` first thing. Values
 already present in the environment are respected, so every setting stays overridable; what was chosen is
@@ -13,6 +18,8 @@ returned (and logged by the CLI) so a run's log says which settings it had.
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import io
 import os
 import sys
@@ -25,11 +32,13 @@ class RuntimeSettings:
     omp_num_threads: str
     mkl_debug_cpu_type: str | None
     user_set: tuple[str, ...]
+    malloc_reuse: bool = False
 
     def describe(self) -> str:
         mkl = self.mkl_debug_cpu_type or "unset"
         origin = f" (from environment: {', '.join(self.user_set)})" if self.user_set else ""
-        return f"threads: OMP_NUM_THREADS={self.omp_num_threads}, MKL_DEBUG_CPU_TYPE={mkl}{origin}"
+        malloc = ", malloc: reuse freed blocks" if self.malloc_reuse else ", malloc: system default"
+        return f"threads: OMP_NUM_THREADS={self.omp_num_threads}, MKL_DEBUG_CPU_TYPE={mkl}{origin}{malloc}"
 
 
 def _cpu_vendor() -> str:
@@ -99,8 +108,21 @@ def import_paddle_quietly():
     return paddle
 
 
+def keep_freed_memory() -> bool:
+    """glibc: serve large blocks from the heap and keep freed memory for reuse (see the module doc)."""
+    if os.environ.get("ERNIEKIT_MALLOC", "reuse") == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, ...): leave the allocator alone
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def setup_runtime() -> RuntimeSettings:
-    """What every entry point runs first: thread/MKL settings, then a quiet ``import paddle``."""
+    """What every entry point runs first: thread/MKL/allocator settings, then a quiet ``import paddle``."""
     settings = configure_cpu_runtime()
+    settings = dataclasses.replace(settings, malloc_reuse=keep_freed_memory())
     import_paddle_quietly()
     return settings

@@ -53,35 +53,45 @@ def _autocast_dtype() -> str | None:
 class ChunkedHeadNLL(PyLayer):
     """nll [N] = logsumexp(h W) - (h W)[label], chunk by chunk, for hidden [N, H] and W [H, V] ([V, H] when
     ``transposed``, a tied embedding). Each block's matmul runs in ``dtype`` (the autocast dtype, so the
-    backward pass recomputes exactly the forward logits), the softmax in float32."""
+    backward pass recomputes exactly the forward logits), the softmax in float32 through Paddle's fused
+    cross-entropy kernel."""
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, transposed: bool, chunk: int, dtype: str):
-        nll, lse = [], []
+        n = hidden.shape[0]
         with paddle.amp.auto_cast(enable=False):
             w = weight.astype(dtype)
-            for start in range(0, hidden.shape[0], chunk):
-                logits = _block(hidden[start : start + chunk], w, transposed, dtype)
-                lab = labels[start : start + chunk]
-                block_lse = paddle.logsumexp(logits, axis=-1)
-                picked = paddle.take_along_axis(logits, paddle.clip(lab, min=0).unsqueeze(-1), axis=-1)
-                nll.append((block_lse - picked.squeeze(-1)) * (lab != IGNORE).astype("float32"))
-                lse.append(block_lse)
-        # one chunk holds every token: keep its logits (within the chunk budget) instead of recomputing
-        ctx.logits = logits if hidden.shape[0] <= chunk else None
-        ctx.save_for_backward(hidden, weight, labels, paddle.concat(lse))
-        ctx.transposed, ctx.chunk, ctx.dtype = transposed, chunk, dtype
-        return paddle.concat(nll)
+            target = paddle.clip(labels, min=0).unsqueeze(-1)  # ignored rows score token 0, then masked
+            if n <= chunk:  # one block holds every token: keep its softmax for the backward pass
+                logits = _block(hidden, w, transposed, dtype)
+                nll, lse = F.cross_entropy(logits, target, reduction="none").squeeze(-1), None
+                ctx.probs = F.softmax(logits)
+            else:
+                ctx.probs = None
+                nll, lse = [], []
+                for start in range(0, n, chunk):
+                    logits = _block(hidden[start : start + chunk], w, transposed, dtype)
+                    t = target[start : start + chunk]
+                    loss = F.cross_entropy(logits, t, reduction="none").squeeze(-1)
+                    picked = paddle.take_along_axis(logits, t, axis=-1).squeeze(-1)
+                    nll.append(loss)
+                    lse.append(loss + picked)  # the slices of the backward pass need log-sum-exp itself
+                nll, lse = paddle.concat(nll), paddle.concat(lse)
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.transposed, ctx.dtype, ctx.block = transposed, dtype, chunk * (weight.shape[0] if transposed else
+                                                                         weight.shape[1])  # fmt: skip
+        return nll * (labels != IGNORE).astype("float32")
 
     @staticmethod
     def backward(ctx, dnll):
         """With g the upstream gradient per token (0 where ignored) and p = softmax(h W):
         dlogits = g (p - onehot), so dh = g (p W^T - W[label]) and dW = p^T (g h) - scatter(label, g h).
-        The one-hot terms are a gather and an index-add; the p terms run over slices of the vocabulary,
-        all tokens at once, so each [N, V/k] block of recomputed logits yields its slice of dW directly
-        (written in place) and no full-size partial weight gradient is ever summed."""
+        The one-hot terms are a gather and an index-add. Unless the forward pass kept p (one block), the
+        p terms run over slices of the vocabulary, all tokens at once, so each [N, V/k] block of recomputed
+        logits yields its slice of dW directly and no full-size partial weight gradient is ever summed."""
         hidden, weight, labels, lse = ctx.saved_tensor()
-        transposed, dtype = ctx.transposed, ctx.dtype
+        transposed, dtype, kept = ctx.transposed, ctx.dtype, ctx.probs
+        ctx.probs = None
         n, vocab = hidden.shape[0], weight.shape[0] if transposed else weight.shape[1]
         need_w = not weight.stop_gradient
         with paddle.amp.auto_cast(enable=False):
@@ -90,21 +100,28 @@ class ChunkedHeadNLL(PyLayer):
             target = paddle.clip(labels, min=0)
             gh = (g * h.astype("float32")).astype(dtype)  # [N, H]
             w_target = paddle.gather(w, target) if transposed else paddle.gather(w, target, axis=1).t()
-            p_w = paddle.zeros(hidden.shape, "float32")  # sum over slices of p W^T
-            dw = paddle.zeros(weight.shape, "float32") if need_w else None
-            step = vocab if ctx.logits is not None else max(1, CHUNK_BYTES // (4 * n))
+            step = vocab if kept is not None else max(1, ctx.block // n)  # the forward pass's block size
+            p_w, dw = None, None  # p_w: sum over slices of p W^T
+            if need_w and step < vocab:
+                dw = paddle.empty(weight.shape, "float32")  # every slice is written below
             for v0 in range(0, vocab, step):
                 w_v = w[v0 : v0 + step] if transposed else w[:, v0 : v0 + step]
-                if ctx.logits is None:  # recomputed, then overwritten in place: one block alive
+                if kept is None:  # recomputed, then overwritten in place: one block alive
                     probs = _block(h, w_v, transposed, dtype).subtract_(lse.unsqueeze(-1)).exp_()
                 else:
-                    probs = paddle.exp(ctx.logits - lse.unsqueeze(-1))
+                    probs = kept
                 probs = probs.astype(dtype)
-                p_w.add_(paddle.matmul(probs, w_v, transpose_y=not transposed).astype("float32"))
-                if need_w and transposed:  # W [V, H]
-                    dw[v0 : v0 + step] = paddle.matmul(probs, gh, transpose_x=True).astype("float32")
-                elif need_w:  # W [H, V]
-                    dw[:, v0 : v0 + step] = paddle.matmul(gh, probs, transpose_x=True).astype("float32")
+                part = paddle.matmul(probs, w_v, transpose_y=not transposed).astype("float32")
+                p_w = part if p_w is None else p_w.add_(part)
+                if need_w:
+                    d_v = (paddle.matmul(probs, gh, transpose_x=True) if transposed
+                           else paddle.matmul(gh, probs, transpose_x=True)).astype("float32")  # fmt: skip
+                    if dw is None:
+                        dw = d_v
+                    elif transposed:  # rows v0.. of W [V, H]: a contiguous view
+                        dw[v0 : v0 + step].copy_(d_v, False)
+                    else:
+                        dw[:, v0 : v0 + step] = d_v
             dh = (g * (p_w - w_target.astype("float32"))).astype(hidden.dtype)
             if need_w:
                 minus_gh = -gh.astype("float32")
@@ -112,7 +129,6 @@ class ChunkedHeadNLL(PyLayer):
                     paddle.index_add_(dw, target, 0, minus_gh)
                 else:
                     paddle.index_add_(dw, target, 1, minus_gh.t())
-        ctx.logits = None
         if need_w and dw.dtype != weight.dtype:
             dw = dw.astype(weight.dtype)
         return dh, dw, None

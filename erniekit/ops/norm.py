@@ -1,4 +1,7 @@
-"""RMSNorm: float32 statistics whatever the activation dtype (as the HF reference computes it)."""
+"""RMSNorm: float32 statistics whatever the activation dtype (as the HF reference computes it).
+
+``paddle.square``, not ``pow(2)``: Paddle 3.3's CPU pow kernel is ~30x slower (5 ms on [512, 576]).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from erniekit.ops.registry import Op, rand
 
 def reference(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
     x32 = x.astype("float32")
-    x32 = x32 * paddle.rsqrt(x32.pow(2).mean(axis=-1, keepdim=True) + eps)
+    x32 = x32 * paddle.rsqrt(paddle.square(x32).mean(axis=-1, keepdim=True) + eps)
     return weight * x32.astype(x.dtype)
 
 

@@ -193,7 +193,8 @@ def test_capacity_drops_tokens_only_when_configured():
 
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("frozen", [False, True])
-def test_chunked_cross_entropy_equals_plain(transposed, frozen):
+@pytest.mark.parametrize("chunk", [8, None])  # 6 token chunks and 6 vocabulary slices; one kept block
+def test_chunked_cross_entropy_equals_plain(transposed, frozen, chunk):
     rng = np.random.default_rng(2)
     n, h, v = 45, 16, 300
     hidden = paddle.to_tensor(rng.standard_normal([n, h]).astype("float32"))
@@ -203,7 +204,7 @@ def test_chunked_cross_entropy_equals_plain(transposed, frozen):
     up = paddle.to_tensor(rng.standard_normal(n).astype("float32"))
     results = []
     for fn in (
-        lambda a, b: chunked_nll(a, b, labels, transposed, chunk=8),
+        lambda a, b: chunked_nll(a, b, labels, transposed, chunk=chunk),
         lambda a, b: plain_nll(a, b, labels, transposed),
     ):
         a, b = hidden.detach().clone(), weight.detach().clone()
