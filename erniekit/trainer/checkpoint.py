@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from erniekit.errors import CheckpointError
@@ -99,6 +100,28 @@ def save_checkpoint(
 ) -> Path:
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}.partial"
+    try:
+        _write(tmp, model_arrays, optim_arrays, state, config_text)
+    except (OSError, SafetensorError) as e:  # disk full, quota, permissions: drop the half-written one
+        shutil.rmtree(tmp, ignore_errors=True)
+        good = checkpoints(output_dir)
+        kept = (
+            f"the last good checkpoint, {good[-1].name}, is intact"
+            if good
+            else "no earlier checkpoint exists"
+        )
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CheckpointError(f"saving {final} failed ({reason}); {kept}") from e
+    if final.exists():  # re-saving the same step (e.g. after resume): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(output_dir)
+    prune(output_dir, keep)
+    return final
+
+
+def _write(tmp: Path, model_arrays, optim_arrays, state: dict, config_text: str) -> None:
+    """Every file of a checkpoint into ``tmp``, flushed to disk."""
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -110,12 +133,6 @@ def save_checkpoint(
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. after resume): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(output_dir)
-    prune(output_dir, keep)
-    return final
 
 
 def checkpoints(output_dir: Path) -> list[Path]:

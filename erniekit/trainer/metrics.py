@@ -89,13 +89,21 @@ def _finite(v) -> bool:
 
 
 def _truncate_after(path: Path, step: int) -> None:
+    """On resume: drop the records of steps after the checkpoint (they are trained again)."""
     if not path.is_file():
         return
-    kept = [
-        line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step
-    ]
+    kept = [json.dumps(r) for r in read_metrics(path) if r.get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    """The records of a metrics.jsonl; a torn last line (the process died mid-write) is left out."""
+    lines = [line for line in Path(path).read_text().splitlines() if line]
+    records = []
+    for n, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines) - 1:
+                raise ValueError(f"{path}:{n + 1}: not a JSON line") from None
+    return records
