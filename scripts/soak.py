@@ -1,5 +1,6 @@
 """Soak test: train the debug recipe for a long time while killing it (SIGKILL) at random moments and
-resuming, checking after every kill that nothing saved was lost or corrupted.
+resuming, checking after every kill that nothing saved was lost or corrupted. Each kill lands at a
+random step still ahead plus a random fraction of a second (so sometimes inside a checkpoint write).
 
     python scripts/soak.py --hours 8                 # on demand (scripts/soak.sh)
     python scripts/soak.py --cycles 3 --steps 16     # the short form CI runs (tests/reliability/test_soak.py)
@@ -70,9 +71,7 @@ def check(out: Path, newest_before: int) -> int:
     return newest
 
 
-def soak(
-    work: Path, steps: int, every: int, cycles: int | None, hours: float | None, kill_after: tuple, seed: int
-) -> dict:
+def soak(work: Path, steps: int, every: int, cycles: int | None, hours: float | None, seed: int) -> dict:
     rng = random.Random(seed)
     out, cache = work / "out", work / "cache"
     deadline = time.time() + hours * 3600 if hours else None
@@ -82,10 +81,13 @@ def soak(
         work.mkdir(parents=True, exist_ok=True)
         log = open(work / "cycle.log", "w")  # noqa: SIM115 (a file, not a pipe: a long run cannot block on it)
         proc = subprocess.Popen(command(out, cache, steps, every), cwd=ROOT, stdout=log, stderr=log)
-        delay = rng.uniform(*kill_after)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
+        done = read_steps(out)
+        target = rng.randint(min(done[-1] + 1 if done else 1, steps - 1), steps - 1)  # a step still ahead
+        delay = rng.uniform(0.0, 0.1)  # then a random moment of the next steps (maybe inside a save)
+        while proc.poll() is None and not any(s >= target for s in read_steps(out)):
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
@@ -101,7 +103,12 @@ def soak(
                 continue
         log.close()
         newest = check(out, newest)
-        print(f"cycle {cycle}: killed after {delay:.1f} s, newest checkpoint {newest}", flush=True)
+        if steps in read_steps(out):  # it had finished training when killed: a fresh run comes next
+            shutil.rmtree(out)
+            newest = 0
+        print(
+            f"cycle {cycle}: killed {delay:.2f} s after step {target}, newest checkpoint {newest}", flush=True
+        )
     final = subprocess.run(
         command(out, cache, steps, every), cwd=ROOT, capture_output=True, text=True, check=False
     )
@@ -137,7 +144,6 @@ def main() -> int:
     )
     parser.add_argument("--steps", type=int, default=200, help="train.max_steps of a run (then a fresh one)")
     parser.add_argument("--every", type=int, default=4, help="checkpoint.every")
-    parser.add_argument("--kill-after", type=float, nargs=2, default=(6.0, 30.0), metavar=("MIN", "MAX"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--reference", action="store_true", help="compare with an uninterrupted run at the end"
@@ -150,9 +156,7 @@ def main() -> int:
     setup_runtime()
     work = args.work.resolve()
     try:
-        result = soak(
-            work, args.steps, args.every, args.cycles, args.hours, tuple(args.kill_after), args.seed
-        )
+        result = soak(work, args.steps, args.every, args.cycles, args.hours, args.seed)
         if args.reference:
             compare_with_reference(work, result["out"], args.steps, args.every)
     except SoakFailure as e:
