@@ -6,9 +6,9 @@ Labels equal to -100 are ignored (their loss is 0).
 On one device the head and the loss run in blocks (:class:`ChunkedHeadNLL`): the [N, V] float32 logits
 are never materialised (ERNIE's V is 103,424: 400 KB per token), only one block of at most CHUNK_BYTES at
 a time, [chunk, V] in the forward pass and [N, V/k] in the backward pass, which recomputes the logits (one
-extra head GEMM) instead of storing them (a batch small enough for one block keeps its logits instead).
-Loss and gradients equal the plain computation. On CPU, at ERNIE's vocabulary and 4,096 tokens, the loss
-peaks 4.5x lower than the plain path for 1.2x its time (benchmarks/lm_head.py).
+extra head GEMM) instead of storing them; a batch whose logits fit KEEP_BYTES runs as one block and keeps
+its softmax, trading that memory for the recomputation. Loss and gradients equal the plain computation.
+Numbers at ERNIE's vocabulary on CPU: benchmarks/lm_head.py.
 
 With tensor parallelism the head weight holds V/t vocabulary rows on each rank: logits stay split and
 fleet's parallel cross-entropy reduces over the group. The hidden states enter through fleet's
@@ -34,10 +34,14 @@ def head_input(hidden: paddle.Tensor, model) -> paddle.Tensor:
     return mp_ops._c_identity(hidden, group=group)
 
 
-CHUNK_BYTES = 2**27  # float32 logits per chunk: 128 MiB
+CHUNK_BYTES = 2**26  # float32 logits per block: 64 MiB (GEMMs of >= 160 rows at a 103K vocabulary)
+KEEP_BYTES = 2**28  # up to 256 MiB of logits (512 tokens at 103K) run as one kept block: no recompute
 
 
-def chunk_tokens(vocab: int) -> int:
+def chunk_tokens(vocab: int, tokens: int = 0) -> int:
+    """Tokens per forward block: all of them while their logits fit KEEP_BYTES, else CHUNK_BYTES' worth."""
+    if 0 < tokens * vocab * 4 <= KEEP_BYTES:
+        return tokens
     return max(16, CHUNK_BYTES // (4 * vocab))
 
 
@@ -145,7 +149,12 @@ def chunked_nll(hidden_nh, weight, labels_n, transposed: bool, chunk: int | None
         hidden_nh.dtype, "float32"
     )
     return ChunkedHeadNLL.apply(
-        hidden_nh, weight, labels_n.astype("int64"), transposed, chunk or chunk_tokens(vocab), dtype
+        hidden_nh,
+        weight,
+        labels_n.astype("int64"),
+        transposed,
+        chunk or chunk_tokens(vocab, hidden_nh.shape[0]),
+        dtype,
     )
 
 

@@ -14,7 +14,7 @@ also holds the embedding):
   compute dtype. Full recompute keeps only each
   layer's input, plus one layer being recomputed. 1F1B keeps up to ``pp`` micro-batches in flight;
 * logits and their gradient in fp32 (vocabulary split by tp); with tp = 1 the chunked head holds one
-  block of at most 128 MiB and its softmax instead.
+  block of at most 64 MiB and its softmax instead once the logits exceed 256 MiB.
 
 FLOPs per token for training: 6 x (parameters a token uses, MoE counting its k routed experts and the
 shared ones, embeddings excluded) + 12 x layers x seq x (heads x head_dim) for attention (6 N D + causal
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from erniekit.models.common.args import ModelArgs
-from erniekit.ops.cross_entropy import CHUNK_BYTES
+from erniekit.ops.cross_entropy import CHUNK_BYTES, KEEP_BYTES
 
 GiB = 1024**3
 
@@ -108,8 +108,8 @@ def plan(a: ModelArgs, recipe) -> dict:
     else:
         activations = in_flight * layers_per_stage * full_layer
     logits = seq * mbs * a.vocab_size / tp * 4 * 2  # fp32 logits and their gradient on the last stage
-    if tp == 1:  # the chunked head keeps one block of logits and its softmax (erniekit.ops.cross_entropy)
-        logits = min(logits, 2 * CHUNK_BYTES)
+    if tp == 1 and logits / 2 > KEEP_BYTES:  # the chunked head holds one block and its softmax at a time
+        logits = 2 * CHUNK_BYTES
     flops_token = 6 * c.active_per_token + 12 * a.num_layers * seq * a.num_heads * a.head_dim
     return {
         "devices": p.world,
