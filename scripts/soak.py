@@ -55,8 +55,8 @@ def check(out: Path, newest_before: int) -> int:
         raise SoakFailure(f"metrics.jsonl steps not each once and in order: {steps}")
     newest = 0
     for ckpt in sorted(out.glob("checkpoint-*")):
-        if ckpt.name.endswith(".partial"):
-            continue  # a save the kill interrupted; the next resume removes it
+        if not ckpt.name.split("-")[1].isdigit():
+            continue  # .partial/.deleting: a save or prune the kill interrupted; the next resume removes it
         step = int(ckpt.name.split("-")[1])
         state = json.loads((ckpt / "trainer_state.json").read_text())
         if state["step"] != step:

@@ -148,18 +148,23 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 def remove_partials(output_dir: Path) -> list[str]:
+    """Remove what an interrupted save (``.partial``) or prune (``.deleting``) left behind."""
     removed = []
     if output_dir.is_dir():
-        for p in output_dir.glob("checkpoint-*.partial"):
+        for p in [*output_dir.glob("checkpoint-*.partial"), *output_dir.glob("checkpoint-*.deleting")]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
     return removed
 
 
 def prune(output_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints. Each is renamed first, so a crash in the middle
+    of deleting never leaves a half-deleted directory under a checkpoint's name."""
     if keep > 0:
         for old in checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            doomed = old.with_name(old.name + ".deleting")
+            os.rename(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:

@@ -104,8 +104,11 @@ def test_partial_checkpoint_is_ignored_and_removed(tmp_path):
     partial = trainer.output_dir / "checkpoint-3.partial"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"garbage")
+    half_pruned = trainer.output_dir / "checkpoint-0.deleting"  # a kill while pruning an old checkpoint
+    half_pruned.mkdir()
+    (half_pruned / "trainer_state.json").write_text("{}")
     resumed = Trainer(debug_recipe(tmp_path, *FAST, "train.max_steps=3", "train.resume=auto"))
-    assert resumed.state.step == 2 and not partial.exists()
+    assert resumed.state.step == 2 and not partial.exists() and not half_pruned.exists()
 
 
 def test_resume_from_other_model_shape_is_refused(tmp_path):
