@@ -21,6 +21,7 @@ other Paddle version, and ``tests/distributed/test_cpu_compat.py`` checks the pa
 from __future__ import annotations
 
 import os
+import socket
 
 import paddle
 import paddle.distributed as dist
@@ -172,13 +173,28 @@ def install() -> None:
             return original_new_group(
                 backend, store, rank, world_size, group_name, pg_options, group_id=group_id, **kw
             )
-        host, port = os.environ["PADDLE_MASTER"].split(":")
-        port = int(port) + int(os.environ.get("GLOO_GROUP_PORT_OFFSET", "200")) + group_id
-        stores[group_id] = core.TCPStore(host, port, rank == 0, world_size, 120)
+        host = os.environ["PADDLE_MASTER"].split(":")[0]
+        # the group's first rank takes a port the OS says is free and publishes it in the shared store
+        # (fixed offsets from the master port fell in the ephemeral range and sometimes were taken)
+        key = f"erniekit/gloo-group-port/{group_id}"
+        if rank == 0:
+            port = _free_port(host)
+            store.set(key, str(port))  # before the server: its constructor waits for every member
+            stores[group_id] = core.TCPStore(host, port, True, world_size, 120)
+        else:
+            store.wait(key)
+            port = int(store.get(key))
+            stores[group_id] = core.TCPStore(host, port, False, world_size, 120)
         return core.ProcessGroupGloo.create(stores[group_id], rank, world_size, group_id)
 
     coll._new_process_group_impl = new_process_group
     _state["installed"] = True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 # --- 5. point-to-point through two-rank groups ----------------------------------------------------
