@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.common import run_child
 
 COLUMNS = ["variant", "tokens", "vocab", "chunk_tokens", "seconds", "tokens_per_sec", "loss_peak_MB",
            "peak_reduction", "time_vs_plain", "max_rel_diff"]  # fmt: skip
@@ -108,15 +109,7 @@ def main() -> None:
         for variant in ("plain", "chunked"):
             spec = {**vars(args), "variant": variant, "tmp": tmp}
             spec.pop("child")
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchmarks.lm_head", "--child", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode:
-                raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(run_child([sys.executable, "-m", "benchmarks.lm_head", "--child", json.dumps(spec)]))
         plain, chunked = (np.load(Path(tmp) / f"{v}.npz") for v in ("plain", "chunked"))
         for row, got in zip(rows, (plain, chunked)):
             row["max_rel_diff"] = max(

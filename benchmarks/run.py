@@ -34,27 +34,21 @@ import sys
 import tempfile
 import time
 
+from benchmarks.common import run_child
+
 SUITES = ("gemm", "settings", "sft", "scaling", "generate")
 COLUMNS = ["suite", "row", "seq", "batch", "tokens_per_sec", "gflops_per_sec", "mfu", "peak_rss_MB",
            "vs_torch", "rss_vs_torch", "vs_paddleformers", "rss_vs_paddleformers"]  # fmt: skip
 
 
-def _run(cmd: list[str], env: dict | None = None) -> dict:
-    """Run a child benchmark; its last stdout line is its JSON result."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def _ours_sft(model: str, method: str, seq: int, batch: int, steps: int, env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"model": model, "method": method, "seq": seq, "batch": batch, "steps": steps, "tmp": tmp}
-        return _run([sys.executable, "-m", "benchmarks.sft", "--child", json.dumps(spec)], env)
+        return run_child([sys.executable, "-m", "benchmarks.sft", "--child", json.dumps(spec)], env)
 
 
 def _peer(spec: dict) -> dict:
-    return _run([sys.executable, "-m", "benchmarks.peer_torch", json.dumps(spec)])
+    return run_child([sys.executable, "-m", "benchmarks.peer_torch", json.dumps(spec)])
 
 
 def _paddleformers(spec: dict, python: str | None) -> dict | None:
@@ -62,7 +56,7 @@ def _paddleformers(spec: dict, python: str | None) -> dict | None:
     if not python or not os.path.exists(python):
         return None
     env = {**os.environ, "PYTHONPATH": ""}
-    return _run(
+    return run_child(
         [python, os.path.join(os.path.dirname(__file__), "peer_paddleformers.py"), json.dumps(spec)], env
     )
 
@@ -126,7 +120,7 @@ def generate_child(spec: dict) -> dict:
 
 
 def suite_gemm(args) -> list[dict]:
-    row = _run([sys.executable, "-m", "benchmarks.run", "--child", json.dumps({"mode": "gemm", "n": 2048,
+    row = run_child([sys.executable, "-m", "benchmarks.run", "--child", json.dumps({"mode": "gemm", "n": 2048,
                                                                                 "repeats": 10})])  # fmt: skip
     return [{"suite": "gemm", "row": "paddle.matmul 2048^3 fp32 (the limit)", **row}]
 
@@ -199,7 +193,7 @@ def suite_generate(args) -> list[dict]:
     rows = []
     for batch in (1, 8):
         spec = {"model": args.model, "batch": batch, "prompt": 32, "new_tokens": 64, "repeats": 2}
-        ours = _run(
+        ours = run_child(
             [sys.executable, "-m", "benchmarks.run", "--child", json.dumps({"mode": "generate", **spec})]
         )
         peer = _peer({"mode": "generate", "config": config, **spec})

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.common import run_child
 
 
 def child(spec: dict) -> dict:
@@ -88,15 +89,7 @@ def run_rows(models: list[str], methods: list[str], seq: int, batch: int, steps:
                     "steps": steps,
                     "tmp": tmp,
                 }
-                proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.sft", "--child", json.dumps(spec)],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if proc.returncode:
-                    raise SystemExit(f"{model} {method} failed:\n{proc.stderr[-3000:]}")
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                rows.append(run_child([sys.executable, "-m", "benchmarks.sft", "--child", json.dumps(spec)]))
                 print(
                     f"  {model} {method}: {rows[-1]['tokens_per_sec']:.0f} tokens/s, "
                     f"{rows[-1]['peak_rss_MB']:.0f} MB",
