@@ -11,6 +11,8 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,35 @@ log = logging.getLogger("erniekit.train")
 
 class TrainingStopped(ErniekitError):
     """Training stopped on purpose (non-finite loss with on_nan=stop); the last good state was saved."""
+
+
+class StopAtStepEnd:
+    """Ctrl-C handling for ``fit``: the first SIGINT lets the running step finish, then the loop saves and
+    exits (130); a second one quits at once, leaving the checkpoints already on disk as they are.
+
+    Raising KeyboardInterrupt mid-step is not an option: the signal can land inside a PyLayer's backward,
+    where Paddle turns it into an opaque C++ error, and ranks would stop at different points.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        self.requested = True
+        log.warning(
+            "Ctrl-C: stopping after this step and saving it; press Ctrl-C again to quit without saving"
+        )
 
 
 @dataclass
@@ -169,6 +200,7 @@ class Trainer:
             self.method.on_train_start(self)
         if t.eval_on_start and self.state.step == 0:
             self.logger.log({"step": 0, "epoch": 0.0, **self.evaluate()})
+        ctrl_c = StopAtStepEnd()
         try:
             while self.state.step < self.total_steps:
                 data_state = self.method.state_dict()  # where this step's data starts (for Ctrl-C)
@@ -182,27 +214,34 @@ class Trainer:
                 evaluated = t.eval_every and step % t.eval_every == 0 and step < self.total_steps
                 if evaluated:
                     record.update(self.evaluate())
-                if evaluated or step % self.recipe.logging.every == 0 or step == self.total_steps:
+                stopping = self.dist.any_rank(ctrl_c.requested)  # every rank stops after the same step
+                if evaluated or step % self.recipe.logging.every == 0 or step == self.total_steps or stopping:
                     self.logger.log(record)
                 if c.every and step % c.every == 0:
                     self.save()
+                if stopping:
+                    raise KeyboardInterrupt
             final = self.evaluate()
             if final:
                 self.logger.log({"step": self.state.step, "epoch": self.method.epoch, **final})
         except KeyboardInterrupt:
             log.warning("interrupted at step %d", self.state.step)
-            if c.final and self.state.step > 0:
+            if c.final and self.state.step > 0 and not self._saved(self.state.step):
                 self.save()
             raise
         except TrainingStopped:
             self.save()
             raise
         else:
-            if c.final and not (self.output_dir / f"checkpoint-{self.state.step}").is_dir():
+            if c.final and not self._saved(self.state.step):
                 self.save()
         finally:
+            ctrl_c.restore()
             self.logger.close()
         return self.state
+
+    def _saved(self, step: int) -> bool:
+        return (self.output_dir / f"checkpoint-{step}").is_dir()
 
     def train_step(self) -> dict:
         t = self.recipe.train

@@ -1,4 +1,4 @@
-"""The real CLI on the debug SFT recipe: the loss falls, and Ctrl-C saves a checkpoint and exits cleanly."""
+"""The real CLI on the debug SFT recipe: the loss falls; Ctrl-C saves after the running step, twice quits."""
 
 import json
 import os
@@ -43,7 +43,8 @@ def test_debug_sft_recipe_loss_falls(tmp_path):
     assert "Traceback" not in stderr
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def start_long_run(tmp_path, *overrides, logged_steps=3):
+    """A run that would go on for ever, returned once it has logged a few steps."""
     out = tmp_path / "run"
     proc = cli(
         "train",
@@ -53,13 +54,19 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         "checkpoint.every=0",
         f"data.cache_dir={tmp_path / 'cache'}",
         "logging.progress=plain",
+        *overrides,
     )
     deadline = time.time() + 240
     while time.time() < deadline:
         path = out / "metrics.jsonl"
-        if path.is_file() and len(path.read_text().splitlines()) >= 3:
+        if path.is_file() and len(path.read_text().splitlines()) >= logged_steps:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
+    return proc, out
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc, out = start_long_run(tmp_path)
     os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
@@ -69,3 +76,14 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     state = json.loads((saved[0] / "trainer_state.json").read_text())
     logged = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert state["step"] == max(logged) >= 3
+
+
+def test_second_ctrl_c_quits_at_once_without_a_torn_checkpoint(tmp_path):
+    proc, out = start_long_run(tmp_path, "train.grad_accum=32")  # steps of about a second
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.3)  # two signals before Python's handler runs count as one
+    os.kill(proc.pid, signal.SIGINT)  # well inside the step the first one lets finish
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGINT, stderr[-3000:]
+    assert "press Ctrl-C again to quit without saving" in stderr
+    assert not list(out.glob("checkpoint-*"))
