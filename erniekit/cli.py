@@ -37,8 +37,14 @@ def _setup_logging() -> None:
 
 
 def _relaunch(args: argparse.Namespace) -> int:
-    """``train --nproc N``: run this same command under paddle.distributed.launch with N processes."""
+    """``train --nproc N``: run this same command under paddle.distributed.launch with N processes.
+
+    The launcher runs in its own session and gets each Ctrl-C/SIGTERM from here exactly once: on the
+    first it sends the workers SIGTERM (they finish the step, save and exit), on a second it kills them.
+    Were it in the terminal's process group, one Ctrl-C would reach it twice and force the kill.
+    """
     import os
+    import signal
     import subprocess
     from pathlib import Path
 
@@ -61,7 +67,23 @@ def _relaunch(args: argparse.Namespace) -> int:
     cores = os.cpu_count() or 1
     env.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.nproc)))  # processes share the cores
     print(f"launching: {' '.join(cmd)}", file=sys.stderr)
-    return subprocess.call(cmd, env=env)
+    launcher = subprocess.Popen(cmd, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        launcher.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = launcher.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        print("interrupted (state saved where a checkpoint was due)", file=sys.stderr)
+        return 128 + received[0]
+    return code
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -271,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except ErniekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted (state saved where a checkpoint was due)", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 if __name__ == "__main__":

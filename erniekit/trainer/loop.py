@@ -38,32 +38,50 @@ class TrainingStopped(ErniekitError):
     """Training stopped on purpose (non-finite loss with on_nan=stop); the last good state was saved."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal after saving its last step; the CLI exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StopAtStepEnd:
-    """Ctrl-C handling for ``fit``: the first SIGINT lets the running step finish, then the loop saves and
-    exits (130); a second one quits at once, leaving the checkpoints already on disk as they are.
+    """Signal handling for ``fit``. The first SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption, or
+    paddle.distributed.launch passing on a Ctrl-C) lets the running step finish; then the loop saves and
+    exits. Further SIGTERMs change nothing (the sender's own timeout decides when to kill); a second
+    SIGINT quits at once, leaving the checkpoints already on disk as they are.
 
     Raising KeyboardInterrupt mid-step is not an option: the signal can land inside a PyLayer's backward,
     where Paddle turns it into an opaque C++ error, and ranks would stop at different points.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
+            if signum == signal.SIGINT:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
             return
-        self.requested = True
+        self.signum = signum
+        how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         log.warning(
-            "Ctrl-C: stopping after this step and saving it; press Ctrl-C again to quit without saving"
+            "%s: stopping after this step and saving it; press Ctrl-C again to quit without saving", how
         )
 
 
@@ -219,8 +237,8 @@ class Trainer:
                     self.logger.log(record)
                 if c.every and step % c.every == 0:
                     self.save()
-                if stopping:
-                    raise KeyboardInterrupt
+                if stopping:  # (a rank without a signal of its own was told by another)
+                    raise Interrupted(ctrl_c.signum or signal.SIGTERM)
             final = self.evaluate()
             if final:
                 self.logger.log({"step": self.state.step, "epoch": self.method.epoch, **final})

@@ -8,10 +8,13 @@ computed per micro-batch, so the split matters for MoE models).
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -329,6 +332,34 @@ def test_train_nproc_relaunches_through_paddle_launch(tmp_path):
     assert sorted(p.name for p in (tmp_path / "log").glob("workerlog.*")) == ["workerlog.0", "workerlog.1"]
     dist_records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert_same(dist_records, single(tmp_path, "train.micro_batch_size=4", "train.grad_accum=2"))
+
+
+def test_ctrl_c_under_launch_saves_one_step_on_every_rank(tmp_path):
+    """Ctrl-C on ``erniekit train --nproc 2`` in a terminal: both ranks finish the same step; it is saved."""
+    out, logs = tmp_path / "run", tmp_path / "log"
+    cmd = [
+        *(sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", "--nproc", "2"),
+        *("--log-dir", str(logs), f"train.output_dir={out}", "parallel.dp=2", "train.max_steps=100000"),
+        *("checkpoint.every=0", f"data.cache_dir={tmp_path.parent / 'datasets-cache'}"),
+        *("logging.progress=none", "logging.visualdl=false"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PADDLE_TRAINERS_NUM", None)
+    # its own process group, as a terminal gives a job; the signal goes to the whole group
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    step = max(r["step"] for r in read_metrics(out / "metrics.jsonl"))
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{step}"]
+    assert json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())["step"] == step
+    for rank in (0, 1):
+        assert f"interrupted at step {step}\n" in (logs / f"workerlog.{rank}").read_text()
 
 
 def test_train_nproc_must_match_the_degrees(tmp_path):

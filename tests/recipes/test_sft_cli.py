@@ -1,4 +1,4 @@
-"""The real CLI on the debug SFT recipe: the loss falls; Ctrl-C saves after the running step, twice quits."""
+"""The real CLI on the debug SFT recipe: the loss falls; Ctrl-C or SIGTERM saves the running step."""
 
 import json
 import os
@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from erniekit.trainer.metrics import read_metrics
 
@@ -65,11 +67,13 @@ def start_long_run(tmp_path, *overrides, logged_steps=3):
     return proc, out
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_saves_the_running_step_and_exits_cleanly(tmp_path, signum):
+    """Ctrl-C, or a scheduler's SIGTERM before it preempts the job."""
     proc, out = start_long_run(tmp_path)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-3000:]
+    assert proc.returncode == 128 + signum, stderr[-3000:]
     assert "Traceback" not in stderr
     saved = sorted(out.glob("checkpoint-*"))
     assert len(saved) == 1 and not saved[0].name.endswith(".partial")
