@@ -6,12 +6,14 @@ median of repeats after warm-up, and records the machine it ran on next to the n
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,25 @@ def machine() -> dict:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE"),
     }
+
+
+def child_command(module: str, spec: dict) -> list[str]:
+    """The command that measures ``module`` once in a fresh process (see ``parse_args_or_run_child``)."""
+    return [sys.executable, "-m", module, "--child", json.dumps(spec)]
+
+
+def parse_args_or_run_child(parser: argparse.ArgumentParser, child: Callable[[dict], dict]):
+    """Set up the runtime and parse the command line. Started by ``child_command``, run ``child`` on its
+    spec, print the JSON result for ``run_child`` and return None; otherwise return the arguments."""
+    from erniekit.runtime import setup_runtime
+
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    setup_runtime()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return None
+    return args
 
 
 def run_child(cmd: list[str], env: dict | None = None) -> dict:

@@ -14,12 +14,10 @@ vector) and the parent compares them with the plain path's.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import run_child
+from benchmarks.common import child_command, parse_args_or_run_child, run_child
 
 COLUMNS = ["variant", "tokens", "vocab", "chunk_tokens", "seconds", "tokens_per_sec", "loss_peak_MB",
            "peak_reduction", "time_vs_plain", "max_rel_diff"]  # fmt: skip
@@ -38,9 +36,6 @@ def _reset_peak() -> None:
 
 
 def child(spec: dict) -> dict:
-    from erniekit.runtime import setup_runtime
-
-    setup_runtime()
     import numpy as np
     import paddle
 
@@ -92,14 +87,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=103424)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    args = parse_args_or_run_child(parser, child)
+    if args is None:
         return
-    from erniekit.runtime import setup_runtime
-
-    setup_runtime()
     import numpy as np
 
     from benchmarks.common import report
@@ -109,7 +99,7 @@ def main() -> None:
         for variant in ("plain", "chunked"):
             spec = {**vars(args), "variant": variant, "tmp": tmp}
             spec.pop("child")
-            rows.append(run_child([sys.executable, "-m", "benchmarks.lm_head", "--child", json.dumps(spec)]))
+            rows.append(run_child(child_command("benchmarks.lm_head", spec)))
         plain, chunked = (np.load(Path(tmp) / f"{v}.npz") for v in ("plain", "chunked"))
         for row, got in zip(rows, (plain, chunked)):
             row["max_rel_diff"] = max(

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import run_child
+from benchmarks.common import child_command, parse_args_or_run_child, run_child
 
 SUITES = ("gemm", "settings", "sft", "scaling", "generate")
 COLUMNS = ["suite", "row", "seq", "batch", "tokens_per_sec", "gflops_per_sec", "mfu", "peak_rss_MB",
@@ -44,7 +44,7 @@ COLUMNS = ["suite", "row", "seq", "batch", "tokens_per_sec", "gflops_per_sec", "
 def _ours_sft(model: str, method: str, seq: int, batch: int, steps: int, env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"model": model, "method": method, "seq": seq, "batch": batch, "steps": steps, "tmp": tmp}
-        return run_child([sys.executable, "-m", "benchmarks.sft", "--child", json.dumps(spec)], env)
+        return run_child(child_command("benchmarks.sft", spec), env)
 
 
 def _peer(spec: dict) -> dict:
@@ -116,12 +116,15 @@ def generate_child(spec: dict) -> dict:
             "peak_rss_MB": peak_rss_mb()}  # fmt: skip
 
 
+def child(spec: dict) -> dict:
+    return {"gemm": gemm_child, "generate": generate_child}[spec["mode"]](spec)
+
+
 # ---- suites -----------------------------------------------------------------------------------------
 
 
 def suite_gemm(args) -> list[dict]:
-    row = run_child([sys.executable, "-m", "benchmarks.run", "--child", json.dumps({"mode": "gemm", "n": 2048,
-                                                                                "repeats": 10})])  # fmt: skip
+    row = run_child(child_command("benchmarks.run", {"mode": "gemm", "n": 2048, "repeats": 10}))
     return [{"suite": "gemm", "row": "paddle.matmul 2048^3 fp32 (the limit)", **row}]
 
 
@@ -193,9 +196,7 @@ def suite_generate(args) -> list[dict]:
     rows = []
     for batch in (1, 8):
         spec = {"model": args.model, "batch": batch, "prompt": 32, "new_tokens": 64, "repeats": 2}
-        ours = run_child(
-            [sys.executable, "-m", "benchmarks.run", "--child", json.dumps({"mode": "generate", **spec})]
-        )
+        ours = run_child(child_command("benchmarks.run", {"mode": "generate", **spec}))
         peer = _peer({"mode": "generate", "config": config, **spec})
         rows.append({"suite": "generate", "row": f"{args.model} greedy, 32 + 64 tokens (erniekit)", "seq": 96,
                      "batch": batch, **ours, **_ratios(ours, peer, "torch")})  # fmt: skip
@@ -217,14 +218,8 @@ def main() -> None:
         default=os.environ.get("PADDLEFORMERS_PYTHON", "/work/pf-venv/bin/python"),
         help="the PaddleFormers virtualenv's python (scripts/peer_venv.sh); its rows are left out without it",
     )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    from erniekit.runtime import setup_runtime
-
-    setup_runtime()
-    if args.child:
-        spec = json.loads(args.child)
-        print(json.dumps({"gemm": gemm_child, "generate": generate_child}[spec["mode"]](spec)))
+    args = parse_args_or_run_child(parser, child)
+    if args is None:
         return
     from benchmarks.common import report
 

@@ -13,19 +13,15 @@ weights), plus causal attention 6 x layers x seq x heads x head_dim.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import run_child
+from benchmarks.common import child_command, parse_args_or_run_child, run_child
 
 
 def child(spec: dict) -> dict:
-    from erniekit.runtime import setup_runtime
-
-    setup_runtime()
     from benchmarks.common import peak_rss_mb
     from erniekit.config import load_recipe
     from erniekit.trainer.loop import Trainer
@@ -89,7 +85,7 @@ def run_rows(models: list[str], methods: list[str], seq: int, batch: int, steps:
                     "steps": steps,
                     "tmp": tmp,
                 }
-                rows.append(run_child([sys.executable, "-m", "benchmarks.sft", "--child", json.dumps(spec)]))
+                rows.append(run_child(child_command("benchmarks.sft", spec)))
                 print(
                     f"  {model} {method}: {rows[-1]['tokens_per_sec']:.0f} tokens/s, "
                     f"{rows[-1]['peak_rss_MB']:.0f} MB",
@@ -114,14 +110,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--name", default="sft_full_vs_lora")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    args = parse_args_or_run_child(parser, child)
+    if args is None:
         return
-    from erniekit.runtime import setup_runtime
-
-    setup_runtime()
     from benchmarks.common import report
 
     rows = run_rows(args.models, args.methods, args.seq, args.batch, args.steps)
