@@ -1,6 +1,9 @@
-"""Small builders shared by tests (tiny random HF models, numpy conversions)."""
+"""Small builders shared by tests (tiny random HF models, numpy conversions, watching a running job)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -113,3 +116,15 @@ def debug_recipe(tmp_path, *overrides, recipe="ernie4_5/debug_sft"):
         "logging.visualdl=false",
     ]
     return load_recipe(recipe, [*base, *overrides])
+
+
+def wait_for_step(proc, out: Path, step: int, timeout: float = 300) -> None:
+    """Poll ``out/metrics.jsonl`` until the running ``proc`` has logged ``step`` (or ended, or time is up)."""
+    from erniekit.trainer.metrics import read_metrics
+
+    path = Path(out) / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.is_file() and any(r.get("step", 0) >= step for r in read_metrics(path)):
+            return
+        time.sleep(0.05)

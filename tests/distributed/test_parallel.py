@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from erniekit.config.core import ConfigError
 from erniekit.trainer.loop import Trainer
 from erniekit.trainer.metrics import read_metrics
-from tests.helpers import debug_recipe
+from tests.helpers import debug_recipe, wait_for_step
 
 MAIN = str(Path(__file__).resolve().parents[2] / "erniekit" / "__main__.py")
 COMMON = [
@@ -257,19 +256,29 @@ def test_degree_errors_are_clear(tmp_path, monkeypatch):
         Trainer(debug_recipe(tmp_path, "parallel.sharding.degree=2", "parallel.sharding.stage=2"))
 
 
+def train_command(*args: str) -> list[str]:
+    """``erniekit train`` on the debug SFT recipe, as a user types it."""
+    return [sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", *args]
+
+
+def nproc2(tmp_path, *overrides: str) -> tuple[list[str], dict]:
+    """``erniekit train --nproc 2``: two data-parallel ranks, a thread each; and its environment."""
+    cmd = train_command(
+        *("--nproc", "2", "--log-dir", str(tmp_path / "log"), f"train.output_dir={tmp_path / 'run'}"),
+        *("parallel.dp=2", f"data.cache_dir={tmp_path.parent / 'datasets-cache'}"),
+        *("logging.progress=none", "logging.visualdl=false", *overrides),
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PADDLE_TRAINERS_NUM", None)
+    return cmd, env
+
+
 def test_sharding_stage3_on_cpu_stops_at_startup_in_one_line(tmp_path):
     env = {**os.environ, "PADDLE_TRAINERS_NUM": "2"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "erniekit",
-            "train",
-            "ernie4_5/debug_sft",
-            f"train.output_dir={tmp_path / 'out'}",
-            "parallel.sharding.degree=2",
-            "parallel.sharding.stage=3",
-        ],
+        train_command(
+            f"train.output_dir={tmp_path / 'out'}", "parallel.sharding.degree=2", "parallel.sharding.stage=3"
+        ),
         env=env,
         capture_output=True,
         text=True,
@@ -305,27 +314,7 @@ def test_config_rules():
 def test_train_nproc_relaunches_through_paddle_launch(tmp_path):
     """``erniekit train --nproc 2`` is the same run as ``paddle.distributed.launch`` with 2 processes."""
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "erniekit",
-        "train",
-        "ernie4_5/debug_sft",
-        "--nproc",
-        "2",
-        "--log-dir",
-        str(tmp_path / "log"),
-        f"train.output_dir={out}",
-        "parallel.dp=2",
-        f"data.cache_dir={tmp_path.parent / 'datasets-cache'}",
-        "logging.progress=none",
-        "logging.visualdl=false",
-        "train.micro_batch_size=2",
-        "train.grad_accum=2",
-        *COMMON,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("PADDLE_TRAINERS_NUM", None)
+    cmd, env = nproc2(tmp_path, "train.micro_batch_size=2", "train.grad_accum=2", *COMMON)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "paddle.distributed.launch --nproc_per_node 2" in proc.stderr
@@ -337,21 +326,10 @@ def test_train_nproc_relaunches_through_paddle_launch(tmp_path):
 def test_ctrl_c_under_launch_saves_one_step_on_every_rank(tmp_path):
     """Ctrl-C on ``erniekit train --nproc 2`` in a terminal: both ranks finish the same step; it is saved."""
     out, logs = tmp_path / "run", tmp_path / "log"
-    cmd = [
-        *(sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", "--nproc", "2"),
-        *("--log-dir", str(logs), f"train.output_dir={out}", "parallel.dp=2", "train.max_steps=100000"),
-        *("checkpoint.every=0", f"data.cache_dir={tmp_path.parent / 'datasets-cache'}"),
-        *("logging.progress=none", "logging.visualdl=false"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("PADDLE_TRAINERS_NUM", None)
+    cmd, env = nproc2(tmp_path, "train.max_steps=100000", "checkpoint.every=0")
     # its own process group, as a terminal gives a job; the signal goes to the whole group
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
+    wait_for_step(proc, out, 3)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
@@ -364,17 +342,7 @@ def test_ctrl_c_under_launch_saves_one_step_on_every_rank(tmp_path):
 
 def test_train_nproc_must_match_the_degrees(tmp_path):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "erniekit",
-            "train",
-            "ernie4_5/debug_sft",
-            "--nproc",
-            "2",
-            f"train.output_dir={tmp_path}",
-            "parallel.tp=4",
-        ],
+        train_command("--nproc", "2", f"train.output_dir={tmp_path}", "parallel.tp=4"),
         capture_output=True,
         text=True,
         timeout=120,

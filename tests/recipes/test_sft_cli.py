@@ -10,6 +10,7 @@ import time
 import pytest
 
 from erniekit.trainer.metrics import read_metrics
+from tests.helpers import wait_for_step
 
 
 def cli(*args, **kw):
@@ -45,8 +46,8 @@ def test_debug_sft_recipe_loss_falls(tmp_path):
     assert "Traceback" not in stderr
 
 
-def start_long_run(tmp_path, *overrides, logged_steps=3):
-    """A run that would go on for ever, returned once it has logged a few steps."""
+def start_long_run(tmp_path, *overrides):
+    """A run that would go on for ever, returned once it has logged 3 steps."""
     out = tmp_path / "run"
     proc = cli(
         "train",
@@ -58,12 +59,7 @@ def start_long_run(tmp_path, *overrides, logged_steps=3):
         "logging.progress=plain",
         *overrides,
     )
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        path = out / "metrics.jsonl"
-        if path.is_file() and len(path.read_text().splitlines()) >= logged_steps:
-            break
-        time.sleep(0.05)
+    wait_for_step(proc, out, 3)
     return proc, out
 
 

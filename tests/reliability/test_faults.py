@@ -21,6 +21,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from erniekit.trainer.metrics import read_metrics
+from tests.helpers import wait_for_step
 
 FAULTY = str(Path(__file__).with_name("faulty.py"))
 STEPS = 6
@@ -97,11 +98,7 @@ def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pat
     kill_at = random.Random(os.getpid()).randint(3, STEPS - 1)  # after checkpoint-2
     cmd = [sys.executable, "-m", "erniekit", "train", *overrides(out, cache)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "metrics.jsonl").is_file() and any(s >= kill_at for s, _ in losses(out)):
-            break
-        time.sleep(0.05)
+    wait_for_step(proc, out, kill_at)
     assert proc.poll() is None, f"finished before the kill at step {kill_at}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
