@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from erniekit import __version__
-from erniekit.errors import ErniekitError
+from erniekit.errors import ErniekitError, Interrupted
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
@@ -81,8 +81,7 @@ def _relaunch(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if received:
-        print("interrupted (state saved where a checkpoint was due)", file=sys.stderr)
-        return 128 + received[0]
+        raise Interrupted(received[0])
     return code
 
 
@@ -293,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except ErniekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt as e:  # Interrupted, or a Ctrl-C before training started
         print("interrupted (state saved where a checkpoint was due)", file=sys.stderr)
         return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
 

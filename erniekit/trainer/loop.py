@@ -22,7 +22,7 @@ import paddle
 from erniekit import ops
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
-from erniekit.errors import ErniekitError
+from erniekit.errors import ErniekitError, Interrupted
 from erniekit.parallel.clip import GlobalNormClip
 from erniekit.parallel.env import init_parallel
 from erniekit.parallel.plan import parallelize, sync_grads
@@ -36,14 +36,6 @@ log = logging.getLogger("erniekit.train")
 
 class TrainingStopped(ErniekitError):
     """Training stopped on purpose (non-finite loss with on_nan=stop); the last good state was saved."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped by a signal after saving its last step; the CLI exits with 128 + the signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class StopAtStepEnd:
@@ -221,10 +213,10 @@ class Trainer:
         ctrl_c = StopAtStepEnd()
         try:
             while self.state.step < self.total_steps:
-                data_state = self.method.state_dict()  # where this step's data starts (for Ctrl-C)
+                data_state = self.method.state_dict()  # where this step's data starts (for on_nan=stop)
                 try:
                     record = self.train_step()
-                except (KeyboardInterrupt, TrainingStopped):
+                except TrainingStopped:
                     self.method.set_state_dict(data_state)  # the unfinished step never happened
                     self.optimizer.clear_grad()
                     raise
@@ -242,9 +234,9 @@ class Trainer:
             final = self.evaluate()
             if final:
                 self.logger.log({"step": self.state.step, "epoch": self.method.epoch, **final})
-        except KeyboardInterrupt:
+        except Interrupted:
             log.warning("interrupted at step %d", self.state.step)
-            if c.final and self.state.step > 0 and not self._saved(self.state.step):
+            if c.final and not self._saved(self.state.step):
                 self.save()
             raise
         except TrainingStopped:
