@@ -4,6 +4,10 @@ Paddle ships as two distributions: ``paddlepaddle`` (CPU, on PyPI) and ``paddlep
 Paddle's own index). Both provide the ``paddle`` module, so we depend on exactly one of them: the CPU
 build by default, the GPU build when ``ERNIEKIT_PADDLE=paddlepaddle-gpu`` is set at install time
 (see README, "Installing on GPU machines").
+
+Shipped recipes live in the repository's top-level ``recipes/`` and travel inside the package as
+``erniekit/recipes/`` (copied in by ``build_py`` below); the sample data and tokenizer are package data.
+``MANIFEST.in`` puts both into the sdist, so a wheel built from the sdist has them too.
 """
 
 import os
@@ -11,11 +15,24 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PADDLE_VERSION = "~=3.3.1"
 paddle_dist = os.environ.get("ERNIEKIT_PADDLE", "paddlepaddle")
 if paddle_dist not in ("paddlepaddle", "paddlepaddle-gpu"):
     raise SystemExit(f"ERNIEKIT_PADDLE must be 'paddlepaddle' or 'paddlepaddle-gpu', got {paddle_dist!r}")
+
+
+class BuildPyWithRecipes(build_py):
+    """build_py that also copies the top-level ``recipes/`` into the built package as ``erniekit/recipes``."""
+
+    def run(self):
+        super().run()
+        for recipe in sorted(Path("recipes").rglob("*.yaml")):
+            target = Path(self.build_lib, "erniekit", recipe)
+            self.mkpath(str(target.parent))
+            self.copy_file(str(recipe), str(target))
+
 
 version = re.search(r'__version__ = "([^"]+)"', Path("erniekit/__init__.py").read_text()).group(1)
 
@@ -28,7 +45,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["erniekit", "erniekit.*"]),
-    package_data={"erniekit": ["data/samples/*.jsonl", "data/samples/*.json"]},
+    package_data={"erniekit": ["data/samples/*.json", "data/samples/*.jsonl", "data/samples/*/*"]},
+    cmdclass={"build_py": BuildPyWithRecipes},
     install_requires=[
         f"{paddle_dist}{PADDLE_VERSION}",
         "numpy>=1.26,<3",
@@ -53,6 +71,9 @@ setup(
             "peft>=0.17,<1",
             "gguf>=0.17,<1",
             "reasoning-gym==0.1.25",
+            # the wheel test builds an sdist and a wheel without build isolation (no downloads)
+            "build>=1.2,<2",
+            "setuptools>=70.1",
         ],
         "gguf": ["gguf>=0.17,<1"],
         "rl": ["reasoning-gym==0.1.25"],  # verifiable-reward task generators for GRPO/PPO prompts

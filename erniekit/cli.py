@@ -22,9 +22,33 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from erniekit.config import RECIPES_DIR, recipe_table
+    from erniekit.config import recipe_table, recipes_dir
 
-    print(recipe_table(RECIPES_DIR))
+    if args.copy:
+        return _copy_recipe(*args.copy)
+    print(recipe_table(recipes_dir()))
+    return 0
+
+
+def _copy_recipe(name: str, dest: str) -> int:
+    """``recipes --copy NAME DEST``: a shipped recipe as a file to edit (its ``base:`` names resolve)."""
+    import shutil
+    from pathlib import Path
+
+    from erniekit.config import ConfigError, recipes_dir
+    from erniekit.config.load import find_recipe
+
+    source = find_recipe(name, recipes_dir())
+    if source is None:
+        raise ConfigError("no shipped recipe of this name; `erniekit recipes` lists them", source=name)
+    target = Path(dest)
+    if target.is_dir() or dest.endswith("/"):
+        target = target / source.name
+    if target.exists():
+        raise ConfigError("already exists; not overwritten", source=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    print(f"wrote {target}; edit it, then: erniekit train {target}")
     return 0
 
 
@@ -274,12 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--out", required=True, help="directory to write")
     gguf.set_defaults(func=_cmd_convert_gguf)
 
-    recipes = verbs.add_parser("recipes", help="list the shipped recipes")
+    recipes = verbs.add_parser("recipes", help="list the shipped recipes, or copy one out to edit")
+    recipes.add_argument(
+        "--copy",
+        nargs=2,
+        metavar=("NAME", "DEST"),
+        help="write shipped recipe NAME to the file or directory DEST",
+    )
     recipes.set_defaults(func=_cmd_recipes)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # paddle.utils.cpp_extension warns at import that ccache is missing; we build no C++ extensions, and
+    # some verbs import Paddle before (or without) the runtime's quiet import.
+    warnings.filterwarnings("ignore", message="No ccache found")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may also follow options (``train r --nproc 2 optim.lr=1e-4``).

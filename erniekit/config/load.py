@@ -3,6 +3,11 @@
 Every key remembers the file (or the command line) it came from, so an error can name it::
 
     recipes/ernie4_5/debug_sft.yaml: optim.lrr: unknown key; did you mean 'optim.lr'?
+
+A recipe on the command line is a path (relative to the working directory) or the name of a shipped
+recipe (``ernie4_5/debug_sft``); a ``base:`` entry is a path relative to the recipe that names it, or a
+shipped recipe's name. So a user's recipe can extend a shipped one from any directory, and a shipped
+recipe copied out (``erniekit recipes --copy``) still finds its bases.
 """
 
 from __future__ import annotations
@@ -15,27 +20,47 @@ import yaml
 
 from erniekit.config.core import ConfigError, build, dotted
 from erniekit.config.schema import Recipe
+from erniekit.errors import ErniekitError
+from erniekit.resources import shipped_dir
 
 CLI_SOURCE = "command line"
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes (inside the installed package, or a checkout's top-level ``recipes/``)."""
+    return shipped_dir("recipes")
+
+
+def find_recipe(name: str | Path, relative_to: Path | None = None) -> Path | None:
+    """``name`` as a path (relative to ``relative_to``, default the working directory), else shipped."""
+    given = (relative_to or Path()) / name
+    if given.is_file():
+        return given
+    shipped = recipes_dir()
+    return next((p for p in (shipped / name, shipped / f"{name}.yaml") if p.is_file()), None)
 
 
 def resolve_recipe_path(name: str | Path) -> Path:
-    """A recipe given as a path, or as a name under the shipped ``recipes/`` (``ernie4_5/debug_sft``)."""
-    path = Path(name)
-    candidates = [path, RECIPES_DIR / path, RECIPES_DIR / path.with_suffix(".yaml")]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        "recipe file not found (looked for it as given and under the shipped recipes/)", source=str(name)
-    )
+    """A recipe given as a path, or as the name of a shipped recipe (``ernie4_5/debug_sft``)."""
+    found = find_recipe(name)
+    if found is None:
+        raise ConfigError(
+            "recipe file not found (looked for it as given and among the shipped recipes; "
+            "`erniekit recipes` lists them)",
+            source=str(name),
+        )
+    return found
 
 
 def _display(path: Path) -> str:
+    path = path.resolve()
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(path.relative_to(Path.cwd()))
     except ValueError:
+        pass
+    try:
+        return f"{path.relative_to(recipes_dir().resolve())} (shipped recipe)"
+    except (ValueError, ErniekitError):
         return str(path)
 
 
@@ -107,9 +132,13 @@ def load_raw(path: Path, _stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
     merged: dict[str, Any] = {}
     sources: dict[tuple[str, ...], str] = {}
     for base in bases or []:
-        base_path = path.parent / base
-        if not base_path.is_file():
-            raise ConfigError(f"included file not found: {base}", source=_display(path), key="base")
+        base_path = find_recipe(base, path.parent)
+        if base_path is None:
+            raise ConfigError(
+                f"included file not found: {base} (looked beside this recipe and among the shipped ones)",
+                source=_display(path),
+                key="base",
+            )
         base_data, base_sources = load_raw(base_path, (*_stack, path))
         merged = _merge(merged, base_data, sources, base_sources)
     own_sources = {p: s for p, s in _record(data, (), {}, _display(path)).items() if p}

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 from erniekit.data.files import ReadStats, Record, read_records, resolve_data_path
@@ -98,10 +99,25 @@ def cached_dataset(
     # several processes (data-parallel ranks) may build the same cache at once: each writes its own
     # temporary directory and renames it into place; a loser of that race drops its copy (identical)
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    ds.save_to_disk(str(tmp))
+    with _no_progress_bars():
+        ds.save_to_disk(str(tmp))
     (tmp / "erniekit_stats.json").write_text(json.dumps(vars(stats)))
     try:
         tmp.rename(target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(target))
+
+
+@contextmanager
+def _no_progress_bars():
+    """``datasets`` draws a bar for every cache it saves, even of 100 rows: noise in a run's output."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()

@@ -1,7 +1,7 @@
 """Reading JSON / JSONL record files with errors that name the file and line.
 
-``samples://NAME`` resolves to a file bundled in ``erniekit/data/samples``. A JSONL file holds one
-object per line (blank lines allowed); a ``.json`` file holds one array of objects.
+``samples://NAME`` resolves to a file bundled with erniekit (:mod:`erniekit.resources`). A JSONL file
+holds one object per line (blank lines allowed); a ``.json`` file holds one array of objects.
 """
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from erniekit.errors import DataError
-
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
-SAMPLES_SCHEME = "samples://"
+from erniekit.resources import resolve_path
 
 
 def resolve_data_path(path: str) -> Path:
-    if path.startswith(SAMPLES_SCHEME):
-        resolved = SAMPLES_DIR / path[len(SAMPLES_SCHEME) :]
-    else:
-        resolved = Path(path).expanduser()
+    resolved = resolve_path(path)
     if not resolved.is_file():
         raise DataError(f"{path}: data file not found")
     return resolved

@@ -19,6 +19,7 @@ import numpy as np
 
 from erniekit.errors import CheckpointError
 from erniekit.models.common.args import ModelArgs
+from erniekit.resources import resolve_path
 
 FAMILIES = ("ernie4_5", "llama")
 _TIED_HEAD = "lm_head.weight"
@@ -77,7 +78,7 @@ def _cast(model, dtype: str):
 
 
 def read_config(path: str | Path) -> dict:
-    config_path = Path(path) / "config.json"
+    config_path = resolve_path(path) / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{path}: not a model directory (no config.json)")
     try:
@@ -111,7 +112,7 @@ def load_model(path: str | Path, dtype: str = "float32"):
     args = load_args(path)
     fam = family(args.family)
     model = fam.model.build(args)
-    source = TensorSource(path)
+    source = TensorSource(resolve_path(path))
     layout = fam.hf.detect_layout(source.keys())
     rules = fam.hf.weight_rules(args, layout)
     transpose = layout == "hf"

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from erniekit.errors import CheckpointError
+from erniekit.resources import resolve_path
 from erniekit.tokenizer.templates import ChatTemplate, Segment, template_by_name
 
 CONFIG_NAME = "tokenizer_config.json"
@@ -213,8 +214,11 @@ def _default_system(config: dict) -> str | None:
 
 
 def load_tokenizer(path: str | Path, template: str | None = None) -> Tokenizer:
-    """Load ``tokenizer.json`` (preferred) or ``tokenizer.model``, with ``tokenizer_config.json``."""
-    path = Path(path)
+    """Load ``tokenizer.json`` (preferred) or ``tokenizer.model``, with ``tokenizer_config.json``.
+
+    ``path`` is a directory, or ``samples://NAME`` for a tokenizer bundled with erniekit.
+    """
+    path = resolve_path(path)
     config_path = path / CONFIG_NAME
     try:
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from erniekit.config import ConfigError, Recipe, load_recipe
 from erniekit.errors import CheckpointError
+from erniekit.resources import resolve_path
 from erniekit.tokenizer import load_tokenizer
 from erniekit.trainer.loop import Trainer
 from tests.helpers import debug_recipe
@@ -66,8 +67,7 @@ def test_random_yaml_files_raise_only_config_errors(tmp_path_factory, text):
 
 
 def test_tokenizer_without_the_templates_special_tokens(tmp_path):
-    src = "erniekit/data/samples/ernie_tokenizer"
-    shutil.copytree(src, tmp_path / "tok")
+    shutil.copytree(resolve_path("samples://ernie_tokenizer"), tmp_path / "tok")
     config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
     # a tokenizer that declares only ERNIE's specials, asked for ChatML (which needs <|im_start|>)
     config["added_tokens_decoder"] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from erniekit.config import RECIPES_DIR, ConfigError, Recipe, load_recipe, render_yaml, to_dict
+from erniekit.config import ConfigError, Recipe, load_recipe, recipes_dir, render_yaml, to_dict
 from erniekit.config.core import build
 
 
@@ -193,6 +193,7 @@ def test_show_output_round_trips(recipe):
     assert to_dict(build(Recipe, yaml.safe_load(text))) == to_dict(r)
 
 
+RECIPES_DIR = recipes_dir()
 SHIPPED = sorted(RECIPES_DIR.rglob("*.yaml"))
 
 
@@ -230,3 +231,52 @@ def test_cli_recipes_lists_every_recipe_and_version():
     for path in SHIPPED:
         assert str(path.relative_to(RECIPES_DIR).with_suffix("")) in out.stdout
     assert run_cli("--version").stdout.startswith("erniekit ")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(RECIPES_DIR)) for p in SHIPPED])
+def test_a_shipped_recipe_copied_elsewhere_still_finds_its_bases(path, tmp_path):
+    """Shipped recipes name their bases by shipped name, so `recipes --copy` gives a working file."""
+    copy = tmp_path / "mine" / path.name
+    assert (
+        run_cli("recipes", "--copy", str(path.relative_to(RECIPES_DIR).with_suffix("")), str(copy)).returncode
+        == 0
+    )
+    assert copy.read_text() == path.read_text()
+    assert to_dict(load_recipe(copy)) == to_dict(load_recipe(path))
+
+
+def test_a_users_recipe_extends_a_shipped_one_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "my.yaml", "base: ernie4_5/debug_sft\ntrain: {max_steps: 3}\n")
+    r = load_recipe("my.yaml")
+    assert r.train.max_steps == 3 and r.model.tokenizer == "samples://ernie_tokenizer"
+    assert load_recipe("ernie4_5/debug_sft").train.max_steps != 3  # a shipped name works from here too
+    # a file beside the recipe wins over a shipped recipe of the same name
+    write(tmp_path / "ernie4_5" / "debug_sft.yaml", "base: ../base.yaml\n")
+    write(tmp_path / "base.yaml", MINIMAL)
+    write(tmp_path / "local.yaml", "base: ernie4_5/debug_sft.yaml\n")
+    assert load_recipe("local.yaml").model.tokenizer == "tok"
+    write(tmp_path / "bad.yaml", "base: ernie4_5/no_such_recipe\n")
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: base: included file not found: ernie4_5/no_such_recipe"
+    ):
+        load_recipe("bad.yaml")
+
+
+def test_bundled_samples_resolve_from_any_directory(tmp_path, monkeypatch):
+    from erniekit.resources import resolve_path
+    from erniekit.tokenizer import load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    assert load_tokenizer("samples://ernie_tokenizer").vocab_size > 100
+    assert resolve_path("samples://sft_alpaca.json").is_file()
+    assert resolve_path("data/x.jsonl") == Path("data/x.jsonl")  # user paths stay cwd-relative
+
+
+def test_cli_recipes_copy_refuses_to_overwrite_and_unknown_names(tmp_path):
+    target = write(tmp_path / "r.yaml", "mine\n")
+    out = run_cli("recipes", "--copy", "ernie4_5/debug_sft", str(target))
+    assert out.returncode == 2 and "already exists; not overwritten" in out.stderr
+    assert target.read_text() == "mine\n"
+    out = run_cli("recipes", "--copy", "ernie4_5/nope", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.startswith("error: ernie4_5/nope: no shipped recipe")

@@ -14,7 +14,7 @@ from erniekit.data.tokenize import IGNORE, TokenStats, encode_sft
 from erniekit.errors import DataError
 from erniekit.tokenizer import load_tokenizer
 
-TOKENIZER = "erniekit/data/samples/ernie_tokenizer"
+TOKENIZER = "samples://ernie_tokenizer"
 
 
 @pytest.fixture(scope="module")

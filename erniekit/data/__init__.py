@@ -1,0 +1,1 @@
+"""Data files and formats, tokenization, packing, caching and the resumable loader; samples/ bundled."""

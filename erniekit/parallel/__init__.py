@@ -1,0 +1,1 @@
+"""Fleet topology, parallel plans (TP/SP/PP/EP), layout-independent checkpoints, memory plans."""

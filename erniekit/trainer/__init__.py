@@ -1,0 +1,1 @@
+"""The training loop (loop.py), optimizer and schedule, checkpoints, restoring runs, metrics."""
