@@ -101,6 +101,66 @@ def tiny_hf_model(kind: str, path, seed: int = 0):
     return model
 
 
+# token ids of the tiny VL models (vocabulary 256): image placeholder, start, end; video placeholder, ...
+VL_TOKENS = dict(
+    image_token_id=250,
+    image_start_token_id=251,
+    image_end_token_id=252,
+    video_token_id=253,
+    video_start_token_id=254,
+    video_end_token_id=255,
+)
+
+
+def widen_torch(model, scale: float = 0.3) -> None:
+    """Random weights far from transformers' init (std 0.02), so logits and routing are far from uniform
+    and a wrong layer, position or expert choice shows; norms near 1, biases and correction biases small."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "e_score_correction_bias" in name:
+                p.copy_(torch.randn_like(p) * 0.05)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * scale)
+
+
+def tiny_hf_ernie_vl(path, seed: int = 0):
+    """A tiny random transformers ERNIE 4.5 VL (2 decoder layers: dense, then text+vision MoE; a 2-block
+    ViT) saved to ``path``; returns the torch model."""
+    import torch
+    from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = Ernie4_5_VLMoeConfig(
+        text_config=dict(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [3, 3, 2]},
+            moe_num_experts=4,
+            moe_k=2,
+            moe_intermediate_size=[32, 16],
+            moe_num_shared_experts=1,
+            mlp_layer_types=["dense", "sparse"],
+            pad_token_id=0,
+        ),
+        vision_config=dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64),
+        **VL_TOKENS,
+    )
+    model = Ernie4_5_VLMoeForConditionalGeneration(cfg)
+    widen_torch(model)
+    model.eval().save_pretrained(path)
+    return model
+
+
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 

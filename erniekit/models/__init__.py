@@ -21,7 +21,7 @@ from erniekit.errors import CheckpointError
 from erniekit.models.common.args import ModelArgs
 from erniekit.resources import resolve_path
 
-FAMILIES = ("ernie4_5", "llama")
+FAMILIES = ("ernie4_5", "llama", "ernie4_5_vl")
 _TIED_HEAD = "lm_head.weight"
 
 
@@ -113,6 +113,8 @@ def load_model(path: str | Path, dtype: str = "float32"):
     fam = family(args.family)
     model = fam.model.build(args)
     source = TensorSource(resolve_path(path))
+    if hasattr(fam.hf, "canonical_names"):  # families whose releases place some tensors differently
+        source.rename(fam.hf.canonical_names(source.keys()))
     layout = fam.hf.detect_layout(source.keys())
     rules = fam.hf.weight_rules(args, layout)
     transpose = layout == "hf"
@@ -137,6 +139,30 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return _cast(model, dtype)
 
 
+PROCESSOR_CONFIG = "preprocessor_config.json"
+
+
+def image_processor(args: ModelArgs, directory: str | Path | None = None):
+    """How a vision-language model's images are resized and patched: the family's rules, with the
+    values of ``directory/preprocessor_config.json`` when the model directory has one."""
+    from erniekit.data.images import ImageProcessor
+
+    if args.vision is None:
+        raise CheckpointError(f"a {args.family} model reads no images")
+    defaults = dict(
+        patch_size=args.vision.patch_size,
+        merge_size=args.vision.spatial_merge_size,
+        **family(args.family).hf.IMAGE_PROCESSOR,
+    )
+    path = resolve_path(directory) / PROCESSOR_CONFIG if directory is not None else None
+    if path is None or not path.is_file():
+        return ImageProcessor(**defaults)
+    try:
+        return ImageProcessor.from_config(json.loads(path.read_text()), **defaults)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+
+
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     out = {}
     for k, v in model.state_dict().items():
@@ -146,14 +172,11 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
 
 def to_hf_tensors(model, arrays: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Our parameters in the family's HF names and layouts."""
-    from erniekit.models.common.weights import rule_to_external
+    from erniekit.models.common.weights import to_external
 
     fam = family(model.args.family)
     arrays = state_dict_numpy(model) if arrays is None else arrays
-    out: dict[str, np.ndarray] = {}
-    for rule in fam.hf.weight_rules(model.args, "hf"):
-        out.update(rule_to_external(rule, arrays[rule.internal], transpose=True))
-    return out
+    return to_external(fam.hf.weight_rules(model.args, "hf"), arrays, transpose=True)
 
 
 def save_pretrained(
@@ -162,8 +185,10 @@ def save_pretrained(
     dtype: str = "float32",
     max_shard_size: int | str = "5GB",
     arrays: dict[str, np.ndarray] | None = None,
+    processor=None,
 ) -> Path:
-    """Write ``config.json``, ``generation_config.json`` and safetensors that transformers loads."""
+    """Write ``config.json``, ``generation_config.json`` and safetensors that transformers loads; a
+    vision-language model also gets its ``preprocessor_config.json`` (``processor``, or the family's)."""
     from erniekit.models.common.weights import save_safetensors_dir
 
     out_dir = Path(out_dir)
@@ -177,4 +202,7 @@ def save_pretrained(
         k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config.get(k) is not None
     }
     (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    if model.args.vision is not None:
+        processor = processor or image_processor(model.args)
+        (out_dir / PROCESSOR_CONFIG).write_text(json.dumps(processor.to_config(), indent=2) + "\n")
     return out_dir

@@ -12,6 +12,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from erniekit.data.images import ImageInputs
+
 
 def _filter_logits(logits: paddle.Tensor, top_k: int, top_p: float) -> paddle.Tensor:
     """Set logits outside the top-k / nucleus (top-p) sets to -inf; logits [B, V] float32."""
@@ -53,12 +55,15 @@ def generate(
     seed: int | None = None,
     on_token: Callable[[int, int], None] | None = None,
     stop: Callable[[int, list[int]], bool] | None = None,
+    images: Sequence | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (including the EOS that stopped it).
 
     ``temperature`` 0 is greedy. ``on_token(row, token)`` is called as each token is produced, for
     streaming; ``stop(row, tokens)`` returning True ends a row early (stop strings). Sampling draws from a
-    NumPy generator seeded by ``seed``, so runs are reproducible.
+    NumPy generator seeded by ``seed``, so runs are reproducible. ``images[row]`` (an ImageInputs, or
+    None) holds the images of that prompt's placeholders for a vision-language model; they are encoded
+    once, in the prefill, and the model's position offsets carry into decoding.
     """
     was_training = model.training
     model.eval()
@@ -73,7 +78,11 @@ def generate(
             raise ValueError(f"prompt {row} is empty")
         ids[row, prompt_len - len(prompt) :] = prompt
         real[row, prompt_len - len(prompt) : prompt_len] = True
-    positions = np.clip(real[:, :prompt_len].cumsum(axis=1) - 1, 0, None)
+    vision = {}
+    pictures = ImageInputs.concat(images) if images is not None else None
+    if pictures is not None:
+        vision = dict(pixel_values=paddle.to_tensor(pictures.pixel_values), image_grid_thw=pictures.grid_thw)
+    positions, offsets = model.prompt_positions(ids, real[:, :prompt_len], pictures)
     key_padding = paddle.to_tensor(real)
     cache = model.new_cache(batch, total)
 
@@ -83,8 +92,9 @@ def generate(
         key_padding=key_padding[:, :prompt_len],
         cache=cache,
         compute_logits=False,
+        **vision,
     )
-    next_pos = real.sum(axis=1)
+    next_pos = real.sum(axis=1) + offsets
     eos = set(eos_token_ids)
     finished = np.zeros(batch, dtype=bool)
     generated: list[list[int]] = [[] for _ in range(batch)]

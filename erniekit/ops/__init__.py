@@ -27,12 +27,14 @@ from collections.abc import Callable
 
 import paddle
 
-from erniekit.ops import activation, attention, moe, norm, rope
+from erniekit.ops import activation, attention, moe, norm, rope, segment_attention
 from erniekit.ops.registry import Op, same_results
 
 log = logging.getLogger(__name__)
 
-OPS: dict[str, Op] = {op.name: op for op in (norm.OP, rope.OP, activation.OP, attention.OP, moe.OP)}
+OPS: dict[str, Op] = {
+    op.name: op for op in (norm.OP, rope.OP, activation.OP, attention.OP, moe.OP, segment_attention.OP)
+}
 MODES = ("auto", "on", "off")
 _state: dict = {"mode": "auto", "chosen": {}}
 
@@ -103,6 +105,11 @@ def swiglu(gate_up: paddle.Tensor) -> paddle.Tensor:
 def attention(q, k, v, mask) -> paddle.Tensor:
     """q [B, S, N, D], k/v [B, T, K, D], an AttentionMask -> [B, S, N * D]."""
     return kernel("attention")(q, k, v, mask)
+
+
+def segment_attention(q, k, v, lengths: list[int]) -> paddle.Tensor:
+    """Bidirectional attention inside each segment (image): q/k/v [T, N, D], lengths sum to T -> [T, N*D]."""
+    return kernel("segment_attention")(q, k, v, lengths)
 
 
 def grouped_mlp(x_sorted, counts: list[int], up_gate, down) -> paddle.Tensor:

@@ -56,7 +56,7 @@ def load_model_arrays(
     target, arrays: dict[str, np.ndarray], origin: str, args_dict: dict | None, model_args
 ) -> None:
     """Assign checkpoint arrays to a model (or a parallel Layout's tensors) after checking its shape."""
-    if args_dict is not None and args_dict != model_args.to_dict():
+    if args_dict is not None and not model_args.matches(args_dict):
         raise CheckpointError(
             f"{origin}: saved from a different model shape than model.* describes "
             f"(is this adapter for another base model?)"

@@ -10,7 +10,7 @@ from safetensors.numpy import load_file, save_file
 from erniekit.errors import CheckpointError
 from erniekit.models import build_model, load_model, save_pretrained, state_dict_numpy
 from erniekit.models.common.moe import MoE, update_correction_bias
-from erniekit.models.common.weights import rule_to_external
+from erniekit.models.common.weights import to_external
 from erniekit.models.ernie4_5.flavors import FLAVORS
 from erniekit.models.ernie4_5.hf import config_from_args, weight_rules
 
@@ -40,9 +40,7 @@ def test_save_load_round_trip_sharded(model, tmp_path):
 
 def test_paddle_format_checkpoint_loads(model, tmp_path):
     arrays = state_dict_numpy(model)
-    tensors = {}
-    for rule in weight_rules(model.args, "paddle"):
-        tensors.update(rule_to_external(rule, arrays[rule.internal], transpose=False))
+    tensors = to_external(weight_rules(model.args, "paddle"), arrays, transpose=False)
     assert all(k.startswith(("ernie.", "lm_head")) for k in tensors)
     save_file(tensors, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps(config_from_args(model.args)))

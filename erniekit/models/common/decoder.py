@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import paddle
 from paddle import nn
 
@@ -40,9 +41,13 @@ class DecoderLayer(nn.Layer):
         else:
             self.mlp = MLP(args.hidden_size, args.intermediate_size, args.linear_bias, args.initializer_range)
 
-    def forward(self, x, cos_sin, mask, cache=None) -> tuple[paddle.Tensor, paddle.Tensor | None]:
+    def forward(
+        self, x, cos_sin, mask, cache=None, token_types=None
+    ) -> tuple[paddle.Tensor, paddle.Tensor | None]:
+        """token_types [B, S] (0 text, > 0 image/video) route modality-isolated MoE layers."""
         x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, cache)
-        out = self.mlp(self.post_attention_layernorm(x))
+        h = self.post_attention_layernorm(x)
+        out = self.mlp(h, token_types) if isinstance(self.mlp, MoE) else self.mlp(h)
         aux = None
         if isinstance(out, tuple):
             out, aux = out
@@ -57,7 +62,7 @@ class CausalLM(nn.Layer):
         self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size, weight_attr=init)
         self.layers = nn.LayerList([DecoderLayer(args, i) for i in range(args.num_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.rotary = RotaryEmbedding(args.head_dim, args.rope_theta, args.rope_scaling)
+        self.rotary = RotaryEmbedding(args.head_dim, args.rope_theta, args.rope_scaling, args.rope_axes)
         self.lm_head = (
             None
             if args.tie_word_embeddings
@@ -80,16 +85,38 @@ class CausalLM(nn.Layer):
         """input_ids [B, S]; segment_ids [B, S] separate packed documents; branch_ids [B, S] separate
         continuations of a shared prefix (see attention.py); key_padding [B, T] marks real tokens
         (generation with left padding); cache holds earlier positions."""
-        b, s = input_ids.shape
+        return self.decode(
+            self.embed_tokens(input_ids),
+            position_ids,
+            segment_ids,
+            branch_ids,
+            key_padding,
+            cache,
+            compute_logits,
+        )
+
+    def decode(
+        self,
+        x: paddle.Tensor,
+        position_ids: paddle.Tensor | None = None,
+        segment_ids: paddle.Tensor | None = None,
+        branch_ids: paddle.Tensor | None = None,
+        key_padding: paddle.Tensor | None = None,
+        cache: KVCache | None = None,
+        compute_logits: bool = True,
+        token_types: paddle.Tensor | None = None,
+    ) -> CausalLMOutput:
+        """The decoder on input embeddings x [B, S, H] (what forward embeds, or a multimodal splice);
+        position_ids [B, S], or [3, B, S] with multimodal rotary; token_types [B, S] for MoE routing."""
+        b, s = x.shape[:2]
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = paddle.arange(past, past + s, dtype="int64").unsqueeze(0).expand([b, s])
         mask = AttentionMask(s, past + s, segment_ids, branch_ids, key_padding)
         cos_sin = self.rotary(position_ids)
-        x = self.embed_tokens(input_ids)
         aux_losses = []
         for layer in self.layers:
-            x, aux = layer(x, cos_sin, mask, cache)
+            x, aux = layer(x, cos_sin, mask, cache, token_types)
             if aux is not None:
                 aux_losses.append(aux)
         if cache is not None:
@@ -97,6 +124,13 @@ class CausalLM(nn.Layer):
         hidden = self.norm(x)
         aux_loss = paddle.stack(aux_losses).mean() if aux_losses else None
         return CausalLMOutput(hidden, self.compute_logits(hidden) if compute_logits else None, aux_loss)
+
+    def prompt_positions(self, ids: np.ndarray, real: np.ndarray, images=None, videos=None):
+        """Prefill positions [B, S] of left-padded prompts (real: [B, S] bool) and the offsets [B] that
+        continue them in decoding (0 here; a multimodal model's 3D positions shift them)."""
+        if images is not None or videos is not None:
+            raise ValueError(f"a {self.args.family} model reads no images")
+        return np.clip(real.cumsum(axis=1) - 1, 0, None), np.zeros(len(ids), np.int64)
 
     def output_weight(self) -> tuple[paddle.Tensor, bool]:
         """The LM-head weight and whether it is stored [V, H] (tied embeddings) rather than [H, V]."""

@@ -8,11 +8,16 @@ Two checkpoint layouts exist:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from erniekit.models.common.args import ModelArgs
 from erniekit.models.common.weights import Rule
 
 
-def decoder_rules(args: ModelArgs, layout: str = "hf") -> list[Rule]:
+def decoder_rules(args: ModelArgs, layout: str = "hf", moe_rules: Callable | None = None) -> list[Rule]:
+    """Rules of the whole decoder; ``moe_rules(args, src, dst, hf)`` replaces the MoE layers' rules
+    (multimodal ERNIE stores its two expert sets differently)."""
+    moe_rules = moe_rules or _moe_rules
     if layout not in ("hf", "paddle"):
         raise ValueError(f"unknown checkpoint layout {layout!r}")
     hf = layout == "hf"
@@ -44,13 +49,13 @@ def decoder_rules(args: ModelArgs, layout: str = "hf") -> list[Rule]:
         if args.linear_bias:
             rules.append(Rule(f"{attn_d}o_proj.bias", (f"{attn_s}o_proj.bias",)))
         if args.is_moe_layer(i):
-            rules += _moe_rules(args, f"{src}mlp.", f"{dst}mlp.", hf)
+            rules += moe_rules(args, f"{src}mlp.", f"{dst}mlp.", hf)
         else:
-            rules += _mlp_rules(args, f"{src}mlp.", f"{dst}mlp.", args.intermediate_size, hf)
+            rules += mlp_rules(args, f"{src}mlp.", f"{dst}mlp.", args.intermediate_size, hf)
     return rules
 
 
-def _mlp_rules(args: ModelArgs, src: str, dst: str, inter: int, hf: bool) -> list[Rule]:
+def mlp_rules(args: ModelArgs, src: str, dst: str, inter: int, hf: bool) -> list[Rule]:
     if hf:
         rules = [
             Rule(
@@ -75,26 +80,26 @@ def _mlp_rules(args: ModelArgs, src: str, dst: str, inter: int, hf: bool) -> lis
     return rules
 
 
-def _moe_rules(args: ModelArgs, src: str, dst: str, hf: bool) -> list[Rule]:
-    inter, experts = args.moe_intermediate_size, range(args.num_experts)
+def expert_rules(src: str, dst: str, ids: range, inter: int, hidden: int, hf: bool) -> list[Rule]:
+    """Stacked experts ``dst`` {up_gate_proj, down_proj} from the checkpoint's experts ``ids``."""
     if hf:
-        up_gate = tuple(f"{src}experts.{e}.{p}_proj.weight" for e in experts for p in ("gate", "up"))
-        rules = [
-            Rule(f"{dst}experts.up_gate_proj", up_gate, "experts", (inter, inter)),
-            Rule(f"{dst}gate.weight", (f"{src}gate.weight",), "linear"),
-        ]
+        up_gate = tuple(f"{src}experts.{e}.{p}_proj.weight" for e in ids for p in ("gate", "up"))
+        rules = [Rule(f"{dst}up_gate_proj", up_gate, "experts", (inter, inter))]
     else:
-        up_gate = tuple(f"{src}experts.{e}.up_gate_proj.weight" for e in experts)
-        rules = [
-            Rule(f"{dst}experts.up_gate_proj", up_gate, "experts", (2 * inter,)),
-            Rule(f"{dst}gate.weight", (f"{src}gate.weight",)),
-        ]
-    down = tuple(f"{src}experts.{e}.down_proj.weight" for e in experts)
+        up_gate = tuple(f"{src}experts.{e}.up_gate_proj.weight" for e in ids)
+        rules = [Rule(f"{dst}up_gate_proj", up_gate, "experts", (2 * inter,))]
+    down = tuple(f"{src}experts.{e}.down_proj.weight" for e in ids)
+    return [*rules, Rule(f"{dst}down_proj", down, "experts", (hidden,))]
+
+
+def _moe_rules(args: ModelArgs, src: str, dst: str, hf: bool) -> list[Rule]:
+    inter = args.moe_intermediate_size
+    rules = expert_rules(src, f"{dst}experts.", range(args.num_experts), inter, args.hidden_size, hf)
     rules += [
-        Rule(f"{dst}experts.down_proj", down, "experts", (args.hidden_size,)),
+        Rule(f"{dst}gate.weight", (f"{src}gate.weight",), "linear" if hf else "copy"),
         Rule(f"{dst}gate.e_score_correction_bias", (f"{src}moe_statics.e_score_correction_bias",), "row"),
     ]
     if args.num_shared_experts:
         shared = inter * args.num_shared_experts
-        rules += _mlp_rules(args, f"{src}shared_experts.", f"{dst}shared_experts.", shared, hf)
+        rules += mlp_rules(args, f"{src}shared_experts.", f"{dst}shared_experts.", shared, hf)
     return rules

@@ -11,6 +11,10 @@ SwiGLU MLP to its one contiguous segment (:func:`erniekit.ops.grouped_mlp`: a gr
 results are scattered back weighted. No capacity padding and no Python loop over tokens. Dropping
 tokens over a per-expert capacity happens only when configured (``model.moe_capacity_factor``).
 
+Multimodal ERNIE 4.5 (VL) isolates modalities: a second routed set (``vision_gate`` + ``vision_experts``,
+narrower experts) serves image and video tokens, chosen by the token types the model derives from the
+input ids, never learned; the shared experts see every token.
+
 The auxiliary load-balancing loss (Switch Transformer, https://arxiv.org/abs/2101.03961) is returned
 separately so the trainer can weight and log it: ``E * sum_e f_e * P_e`` with f_e the fraction of
 assignments routed to e and P_e its mean router probability (1.0 for a perfectly uniform router).
@@ -124,27 +128,69 @@ class MoE(nn.Layer):
         self.num_experts = args.num_experts
         self.gate = Router(args.hidden_size, args.num_experts, args.experts_per_token, args.moe_norm_min, std)
         self.experts = Experts(args.num_experts, args.hidden_size, args.moe_intermediate_size, std)
+        self.vision_gate = self.vision_experts = None
+        if args.vision_moe_intermediate_size:
+            k, norm_min = args.experts_per_token, args.moe_norm_min
+            self.vision_gate = Router(args.hidden_size, args.num_experts, k, norm_min, std)
+            self.vision_experts = Experts(
+                args.num_experts, args.hidden_size, args.vision_moe_intermediate_size, std
+            )
         self.shared_experts = None
         if args.num_shared_experts:
             inter = args.moe_intermediate_size * args.num_shared_experts
             self.shared_experts = MLP(args.hidden_size, inter, args.linear_bias, std)
         # assignments per expert since the last correction-bias update (see update_correction_bias)
         self.register_buffer("expert_usage", paddle.zeros([args.num_experts], "float32"), persistable=False)
+        if self.vision_experts is not None:
+            self.register_buffer(
+                "vision_usage", paddle.zeros([args.num_experts], "float32"), persistable=False
+            )
 
-    def forward(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    def routed_sets(self) -> list[tuple[Router, Experts, paddle.Tensor]]:
+        """(router, experts, usage counter) of each routed set: text first, then vision if present."""
+        sets = [(self.gate, self.experts, self.expert_usage)]
+        if self.vision_experts is not None:
+            sets.append((self.vision_gate, self.vision_experts, self.vision_usage))
+        return sets
+
+    def forward(
+        self, x: paddle.Tensor, token_types: paddle.Tensor | None = None
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """x [B, S, H]; token_types [B, S] (> 0: image/video) picks the routed set of each token."""
         shape = x.shape
         x_th = x.reshape([-1, shape[-1]])
-        probs, experts, weights = self.gate(x_th)
-        y = self.experts(x_th, experts, weights)
+        if self.vision_experts is None or token_types is None:
+            y, probs, counts = self._route(self.gate, self.experts, self.expert_usage, x_th)
+        else:
+            y, probs, counts = self._route_by_modality(x_th, token_types.reshape([-1]) > 0)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x_th)
-        assigned = F.one_hot(experts.reshape([-1]), self.num_experts).sum(axis=0)  # [E]
-        if self.training:
-            with paddle.no_grad():
-                self.expert_usage += assigned
-        fraction = assigned / float(experts.numel())
+        fraction = counts / counts.sum()  # counts sum to tokens x k
         aux = self.num_experts * (fraction * probs.mean(axis=0)).sum()
         return y.reshape(shape), aux
+
+    def _route(self, gate: Router, experts: Experts, usage: paddle.Tensor, x_th: paddle.Tensor):
+        """-> output [T, H], router probabilities [T, E], assignments per expert [E]."""
+        probs, chosen, weights = gate(x_th)
+        counts = F.one_hot(chosen.reshape([-1]), self.num_experts).sum(axis=0)
+        if self.training:
+            with paddle.no_grad():
+                usage += counts
+        return experts(x_th, chosen, weights), probs, counts
+
+    def _route_by_modality(self, x_th: paddle.Tensor, vision: paddle.Tensor):
+        """Text rows through the text set, image/video rows through the vision set; one aux loss over
+        all rows, each counted by the router that chose its experts (as transformers does)."""
+        y, probs, counts = paddle.zeros_like(x_th), [], []
+        for (gate, experts, usage), mask in zip(self.routed_sets(), (~vision, vision)):
+            rows = paddle.nonzero(mask).reshape([-1])
+            if rows.shape[0] == 0:
+                continue
+            out, p, c = self._route(gate, experts, usage, paddle.gather(x_th, rows))
+            y = paddle.index_add(y, rows, 0, out)
+            probs.append(p)
+            counts.append(c)
+        return y, paddle.concat(probs), paddle.add_n(counts)
 
 
 @paddle.no_grad()
@@ -156,8 +202,8 @@ def update_correction_bias(model: nn.Layer, rate: float, reduce_usage=None) -> N
     """
     for layer in model.sublayers(include_self=True):
         if isinstance(layer, MoE):
-            usage = layer.expert_usage
-            if reduce_usage is not None:
-                reduce_usage(usage)
-            layer.gate.e_score_correction_bias += rate * paddle.sign(usage.mean() - usage)
-            layer.expert_usage.zero_()
+            for gate, _, usage in layer.routed_sets():
+                if reduce_usage is not None:
+                    reduce_usage(usage)
+                gate.e_score_correction_bias += rate * paddle.sign(usage.mean() - usage)
+                usage.zero_()

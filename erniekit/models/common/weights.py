@@ -31,7 +31,8 @@ class Rule:
 
     kind:
       copy    same tensor (norms, embeddings)
-      row     the checkpoint holds it as a single row [1, n] (ERNIE's expert-score correction bias)
+      row     the checkpoint holds it as a row [1, n] (ERNIE's expert-score correction bias); with
+              ``sizes=(i, k)`` as row i of a [k, n] tensor that k parameters share (multimodal ERNIE)
       linear  one linear weight, transposed when the checkpoint is [out, in]
       fused   several linears (or biases) concatenated along out; ``sizes`` gives each part's width
       experts E groups of ``len(sizes)`` fused linears stacked on a new first axis
@@ -51,7 +52,8 @@ def rule_to_internal(rule: Rule, get: Callable[[str], np.ndarray], transpose: bo
     if rule.kind == "copy":
         return get(rule.external[0])
     if rule.kind == "row":
-        return get(rule.external[0]).reshape([-1])
+        index, rows = rule.sizes or (0, 1)
+        return get(rule.external[0]).reshape([rows, -1])[index]
     if rule.kind == "linear":
         return _t(get(rule.external[0]), transpose)
     if rule.kind == "fused":
@@ -63,10 +65,27 @@ def rule_to_internal(rule: Rule, get: Callable[[str], np.ndarray], transpose: bo
     raise ValueError(f"unknown rule kind {rule.kind}")
 
 
+def to_external(
+    rules: Iterable[Rule], arrays: Mapping[str, np.ndarray], transpose: bool
+) -> dict[str, np.ndarray]:
+    """Checkpoint tensors of our ``arrays``; rows that several parameters share are assembled."""
+    out: dict[str, np.ndarray] = {}
+    for rule in rules:
+        if rule.kind == "row" and rule.sizes:
+            index, rows = rule.sizes
+            value = arrays[rule.internal]
+            out.setdefault(rule.external[0], np.zeros((rows, value.size), value.dtype))[index] = value
+        else:
+            out.update(rule_to_external(rule, arrays[rule.internal], transpose))
+    return out
+
+
 def rule_to_external(rule: Rule, value: np.ndarray, transpose: bool) -> dict[str, np.ndarray]:
     if rule.kind == "copy":
         return {rule.external[0]: value}
     if rule.kind == "row":
+        if rule.sizes:
+            raise ValueError(f"{rule.internal}: a shared row is assembled by to_external")
         return {rule.external[0]: value.reshape([1, -1])}
     if rule.kind == "linear":
         return {rule.external[0]: np.ascontiguousarray(_t(value, transpose))}
@@ -95,7 +114,7 @@ def external_shapes(
     if rule.kind == "copy":
         return {rule.external[0]: internal_shape}
     if rule.kind == "row":
-        return {rule.external[0]: (1, *internal_shape)}
+        return {rule.external[0]: ((rule.sizes or (0, 1))[1], *internal_shape)}
     if rule.kind == "linear":
         return {rule.external[0]: tuple(reversed(internal_shape)) if transpose else internal_shape}
     if rule.kind == "fused":
@@ -139,12 +158,18 @@ class TensorSource:
             self._handles[name] = handle
             for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 self.location[key] = name
+        self._stored = {k: k for k in self.location}  # our name -> the name in the file
+
+    def rename(self, names: Mapping[str, str]) -> None:
+        """Address tensors by other names: ``names`` maps each new name to the stored one."""
+        self._stored = dict(names)
+        self.location = {new: self.location[old] for new, old in names.items()}
 
     def keys(self) -> list[str]:
         return list(self.location)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._handles[self.location[key]].get_slice(key).get_shape())
+        return tuple(self._handles[self.location[key]].get_slice(self._stored[key]).get_shape())
 
     def __contains__(self, key: str) -> bool:
         return key in self.location
@@ -152,7 +177,7 @@ class TensorSource:
     def get(self, key: str) -> np.ndarray:
         if key not in self.location:
             raise CheckpointError(f"{self.directory}: missing tensor {key}")
-        tensor = self._handles[self.location[key]].get_tensor(key)
+        tensor = self._handles[self.location[key]].get_tensor(self._stored[key])
         if tensor.dtype not in (_paddle().float32, _paddle().int64, _paddle().int32):
             tensor = tensor.astype("float32")
         return tensor.numpy()
