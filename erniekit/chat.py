@@ -2,7 +2,8 @@
 
 Prompts are formatted with the tokenizer's chat template, generation uses the KV cache and stops at the
 template's end-of-turn token; text is printed as tokens arrive. Greedy by default (``--temperature 0``)
-so that a one-shot ``--prompt`` is reproducible.
+so that a one-shot ``--prompt`` is reproducible. Vision-language models take images: ``--image PATH``
+with ``--prompt``, or ``/image PATH`` in the interactive mode to attach one to the next message.
 """
 
 from __future__ import annotations
@@ -13,19 +14,26 @@ from typing import TextIO
 
 
 def load_for_inference(path: str | Path):
-    """(tokenizer, model) from an HF model directory, or from a checkpoint / run (LoRA merged)."""
+    """(tokenizer, model, image processor or None) from an HF model directory, or from a checkpoint /
+    run (LoRA merged). A vision-language model's tokenizer renders image parts its family's way."""
     from erniekit.export.hf import merged_model
-    from erniekit.models import load_model
+    from erniekit.models import family, image_processor, load_model
     from erniekit.tokenizer import load_tokenizer
     from erniekit.trainer.restore import restore
 
     path = Path(path)
     if (path / "config.json").is_file():
-        model = load_model(path)
+        model, tokenizer, weights_dir = load_model(path), load_tokenizer(path), path
         model.eval()
-        return load_tokenizer(path), model
-    _, tokenizer, model = restore(path)
-    return tokenizer, merged_model(model)
+    else:
+        recipe, tokenizer, model = restore(path)
+        model, weights_dir = merged_model(model), recipe.model.path
+    processor = None
+    if model.args.vision is not None:
+        processor = image_processor(model.args, weights_dir)
+        if not tokenizer.template.image:
+            tokenizer.set_template(family(model.args.family).hf.CHAT_TEMPLATE)
+    return tokenizer, model, processor
 
 
 class StreamPrinter:
@@ -56,11 +64,22 @@ def reply(
     top_p: float = 1.0,
     top_k: int = 0,
     seed: int | None = None,
+    processor=None,
 ) -> str:
-    ids, _ = tokenizer.encode_chat(messages, add_generation_prompt=True)
+    vision = {}
+    if processor is not None:
+        from erniekit.data.multimodal import encode_conversation
+
+        ids, _, images, videos = encode_conversation(
+            tokenizer, processor, model.args.vision, messages, add_generation_prompt=True
+        )
+        vision = dict(images=[images], videos=[videos])
+    else:
+        ids, _ = tokenizer.encode_chat(messages, add_generation_prompt=True)
     printer = StreamPrinter(tokenizer, out) if out is not None else None
     tokens = model.generate(
         [ids],
+        **vision,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
@@ -73,21 +92,39 @@ def reply(
     return tokenizer.decode(tokens)
 
 
+def user_message(text: str, images: list[str]) -> dict:
+    """A user turn: plain text, or its images (in order) then the text as content parts."""
+    if not images:
+        return {"role": "user", "content": text}
+    return {
+        "role": "user",
+        "content": [*({"type": "image", "image": p} for p in images), {"type": "text", "text": text}],
+    }
+
+
 def chat(
     path: str | Path,
     prompt: str | None = None,
     system: str | None = None,
+    images: list[str] | None = None,
     inp: TextIO = sys.stdin,
     out: TextIO = sys.stdout,
     **sampling,
 ) -> int:
-    tokenizer, model = load_for_inference(path)
+    from erniekit.errors import ErniekitError
+
+    tokenizer, model, processor = load_for_inference(path)
+    if images and processor is None:
+        raise ErniekitError(f"{path}: a {model.args.family} model reads no images (--image)")
+    sampling["processor"] = processor
     history = [{"role": "system", "content": system}] if system else []
     if prompt is not None:
-        reply(tokenizer, model, [*history, {"role": "user", "content": prompt}], out, **sampling)
+        reply(tokenizer, model, [*history, user_message(prompt, images or [])], out, **sampling)
         out.write("\n")
         return 0
-    out.write("erniekit chat: type a message; /clear starts over, /exit or Ctrl-D quits.\n")
+    attach = "; /image PATH attaches an image to your next message" if processor is not None else ""
+    out.write(f"erniekit chat: type a message; /clear starts over, /exit or Ctrl-D quits{attach}.\n")
+    pending = list(images or [])
     while True:
         out.write("\nuser> ")
         out.flush()
@@ -96,10 +133,20 @@ def chat(
             out.write("\n")
             return 0
         if line.strip() == "/clear":
-            history = history[:1] if system else []
+            history, pending = (history[:1] if system else []), []
             continue
-        history.append({"role": "user", "content": line.rstrip("\n")})
+        if line.startswith("/image") and processor is not None:
+            pending.append(line.removeprefix("/image").strip())
+            out.write(f"(image {len(pending)} attached to your next message)\n")
+            continue
+        turn = user_message(line.rstrip("\n"), pending)
         out.write("assistant> ")
-        answer = reply(tokenizer, model, history, out, **sampling)
+        try:
+            answer = reply(tokenizer, model, [*history, turn], out, **sampling)
+        except ErniekitError as e:  # an unreadable image: say so, keep the conversation
+            out.write(f"error: {e}\n")
+            pending = []
+            continue
+        history += [turn, {"role": "assistant", "content": answer}]
+        pending = []
         out.write("\n")
-        history.append({"role": "assistant", "content": answer})

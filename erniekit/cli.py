@@ -190,6 +190,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         args.model,
         prompt=args.prompt,
         system=args.system,
+        images=args.image,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -272,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("model", help="HF model directory, checkpoint, or run directory")
     chat.add_argument("--prompt", help="one message, answered non-interactively")
     chat.add_argument("--system", help="system prompt")
+    chat.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an image for the prompt (repeatable; VL models)",
+    )
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
     chat.add_argument("--top-p", type=float, default=1.0)

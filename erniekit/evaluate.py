@@ -87,7 +87,7 @@ def run_eval(
         tokenizer, model = model_from_recipe(recipe)
         model.eval()
     else:
-        tokenizer, model = load_for_inference(weights)
+        tokenizer, model, _ = load_for_inference(weights)
     results = {"loss": loss_scores(tokenizer, model, recipe)}
     results["generation"], samples = generation_scores(tokenizer, model, recipe)
     if out:

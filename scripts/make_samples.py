@@ -211,6 +211,29 @@ def train_tokenizer(texts: list[str], out: Path) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+# The vision-language debug models (ernie4_5_vl/debug, paddleocr_vl/debug) take these ids for images.
+VL_SPECIALS = {
+    1024: "<|IMAGE_PLACEHOLDER|>",
+    1025: "<|IMAGE_START|>",
+    1026: "<|IMAGE_END|>",
+    1027: "<|VIDEO_PLACEHOLDER|>",
+    1028: "<|VIDEO_START|>",
+    1029: "<|VIDEO_END|>",
+}
+
+
+def vl_tokenizer(text: Path, out: Path) -> None:
+    """The text tokenizer plus ERNIE VL's image/video tokens, after its vocabulary (ids 1024..1029)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.model").write_bytes((text / "tokenizer.model").read_bytes())
+    config = json.loads((text / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"].update(
+        {str(i): {"content": t, "special": True} for i, t in VL_SPECIALS.items()}
+    )
+    config["erniekit_chat_template"] = "ernie4_5_vl"
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
 def main() -> None:
     rng = random.Random(20261123)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -230,6 +253,7 @@ def main() -> None:
     texts += [r["instruction"] + " " + r["input"] + " " + r["output"] for r in alpaca_rows]
     texts += ["User: Assistant: " for _ in range(20)] + DODGES
     train_tokenizer(texts, OUT / "ernie_tokenizer")
+    vl_tokenizer(OUT / "ernie_tokenizer", OUT / "ernie_vl_tokenizer")
 
 
 if __name__ == "__main__":

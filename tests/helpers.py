@@ -161,6 +161,41 @@ def tiny_hf_ernie_vl(path, seed: int = 0):
     return model
 
 
+def tiny_hf_paddleocr_vl(path, seed: int = 0):
+    """A tiny random transformers PaddleOCR-VL (2-layer ERNIE decoder with 3D NeoX rotary, a 2-layer
+    SigLIP encoder on a 6 x 6 position table) saved to ``path``; returns the torch model."""
+    import torch
+    from transformers import PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = PaddleOCRVLConfig(
+        text_config=dict(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [2, 3, 3]},
+            tie_word_embeddings=False,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=84
+        ),
+        image_token_id=VL_TOKENS["image_token_id"],
+        vision_start_token_id=VL_TOKENS["image_start_token_id"],
+        vision_end_token_id=VL_TOKENS["image_end_token_id"],
+        video_token_id=VL_TOKENS["video_token_id"],
+        tie_word_embeddings=False,
+    )
+    model = PaddleOCRVLForConditionalGeneration(cfg)
+    widen_torch(model)
+    model.eval().save_pretrained(path)
+    return model
+
+
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 

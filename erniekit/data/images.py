@@ -10,8 +10,11 @@ and PaddleOCR-VL (and of Qwen2-VL, their ancestor):
    side becomes 56), then scaled into ``[min_pixels, max_pixels]`` keeping the aspect ratio; an aspect
    ratio over ``max_aspect_ratio`` is refused. PIL bicubic from uint8, as the reference;
 3. ``x / 255`` (in float64, then float32), then ``(x - mean) / std``;
-4. patches in merge-block-major order: the m x m patches of one merged token are consecutive, each
-   patch vector channel-major (C, t_p, p, p).
+4. patches in merge-block-major order: the m x m patches of one merged token are consecutive (ERNIE VL,
+   whose resampler merges by a reshape), or in raster order (PaddleOCR-VL, whose projector regroups);
+   each patch vector channel-major (C, t_p, p, p).
+
+PaddleOCR-VL first raises a side under ``p * m`` pixels to ``p * m``, keeping the aspect ratio.
 
 Video arrives as a list of frames (decoding video files is not supported yet): frames are resized alike,
 ``t`` is the frame count rounded up to a multiple of ``temporal_patch_size``.
@@ -68,6 +71,8 @@ class ImageProcessor:
     max_aspect_ratio: float = 200.0
     rescale_factor: float = 1 / 255
     resample: str = "bicubic"
+    block_major: bool = True  # patch order: merge blocks (ERNIE VL) or raster (PaddleOCR-VL)
+    lift_small_side: bool = False  # raise a side under the factor to it first (PaddleOCR-VL)
     extra: dict = field(default_factory=dict, compare=False)  # other keys of the config, kept on save
 
     @classmethod
@@ -85,6 +90,8 @@ class ImageProcessor:
             std=tuple(cfg.get("image_std", base.std)),
             rescale_factor=cfg.get("rescale_factor", base.rescale_factor),
             max_aspect_ratio=base.max_aspect_ratio,
+            block_major=base.block_major,
+            lift_small_side=base.lift_small_side,
             extra={k: v for k, v in cfg.items() if k not in _KNOWN},
         )
 
@@ -116,10 +123,15 @@ class ImageProcessor:
         f = self.factor
         if min(height, width) < 1:
             raise ValueError(f"image of {width}x{height} pixels has no area")
+        size = f"{width}x{height}"
+        if self.lift_small_side and height < f:
+            height, width = f, round(width * f / height)
+        if self.lift_small_side and width < f:
+            height, width = round(height * f / width), f
         ratio = max(height, width) / min(height, width)
         if ratio > self.max_aspect_ratio:
             raise ValueError(
-                f"aspect ratio {ratio:.0f}:1 of a {width}x{height} image is over the limit of "
+                f"aspect ratio {ratio:.0f}:1 of a {size} image is over the limit of "
                 f"{self.max_aspect_ratio:.0f}:1"
             )
         h, w = round(height / f) * f, round(width / f) * f
@@ -166,9 +178,13 @@ class ImageProcessor:
         video = np.stack(arrays)  # [T, C, H, W]
         p, m = self.patch_size, self.merge_size
         gt, gh, gw = len(arrays) // tp, height // p, width // p
-        x = video.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
-        # -> (t, block row, block col, row in block, col in block, C, t_p, py, px)
-        x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        if self.block_major:
+            x = video.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
+            # -> (t, block row, block col, row in block, col in block, C, t_p, py, px)
+            x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        else:
+            # -> (t, row, col, C, t_p, py, px)
+            x = video.reshape(gt, tp, 3, gh, p, gw, p).transpose(0, 3, 5, 2, 1, 4, 6)
         return np.ascontiguousarray(x.reshape(gt * gh * gw, 3 * tp * p * p)), [gt, gh, gw]
 
 

@@ -21,7 +21,7 @@ from erniekit.errors import CheckpointError
 from erniekit.models.common.args import ModelArgs
 from erniekit.resources import resolve_path
 
-FAMILIES = ("ernie4_5", "llama", "ernie4_5_vl")
+FAMILIES = ("ernie4_5", "llama", "ernie4_5_vl", "paddleocr_vl")
 _TIED_HEAD = "lm_head.weight"
 
 

@@ -56,14 +56,16 @@ def generate(
     on_token: Callable[[int, int], None] | None = None,
     stop: Callable[[int, list[int]], bool] | None = None,
     images: Sequence | None = None,
+    videos: Sequence | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (including the EOS that stopped it).
 
     ``temperature`` 0 is greedy. ``on_token(row, token)`` is called as each token is produced, for
     streaming; ``stop(row, tokens)`` returning True ends a row early (stop strings). Sampling draws from a
     NumPy generator seeded by ``seed``, so runs are reproducible. ``images[row]`` (an ImageInputs, or
-    None) holds the images of that prompt's placeholders for a vision-language model; they are encoded
-    once, in the prefill, and the model's position offsets carry into decoding.
+    None) holds the images of that prompt's placeholders for a vision-language model (``videos[row]``
+    its videos); they are encoded once, in the prefill, and the model's position offsets carry into
+    decoding.
     """
     was_training = model.training
     model.eval()
@@ -80,9 +82,12 @@ def generate(
         real[row, prompt_len - len(prompt) : prompt_len] = True
     vision = {}
     pictures = ImageInputs.concat(images) if images is not None else None
+    clips = ImageInputs.concat(videos) if videos is not None else None
     if pictures is not None:
-        vision = dict(pixel_values=paddle.to_tensor(pictures.pixel_values), image_grid_thw=pictures.grid_thw)
-    positions, offsets = model.prompt_positions(ids, real[:, :prompt_len], pictures)
+        vision.update(pixel_values=paddle.to_tensor(pictures.pixel_values), image_grid_thw=pictures.grid_thw)
+    if clips is not None:
+        vision.update(pixel_values_videos=paddle.to_tensor(clips.pixel_values), video_grid_thw=clips.grid_thw)
+    positions, offsets = model.prompt_positions(ids, real[:, :prompt_len], pictures, clips)
     key_padding = paddle.to_tensor(real)
     cache = model.new_cache(batch, total)
 

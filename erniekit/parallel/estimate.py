@@ -36,9 +36,10 @@ class Counts:
     embedding: int  # input embedding (and the separate LM head when untied)
     attention: int  # per layer
     dense_mlp: int  # per dense layer
-    experts: int  # per MoE layer, routed experts
-    shared: int  # per MoE layer: shared experts + router
-    active_per_token: int  # non-embedding parameters one token uses
+    experts: int  # per MoE layer, routed experts (both sets of a multimodal model)
+    shared: int  # per MoE layer: shared experts + router(s)
+    active_per_token: int  # non-embedding parameters one (text) token uses
+    vision: int = 0  # the vision encoder of a vision-language model (replicated, on the first stage)
 
 
 def count(a: ModelArgs) -> Counts:
@@ -46,8 +47,9 @@ def count(a: ModelArgs) -> Counts:
     attention = h * (a.num_heads + 2 * a.num_kv_heads) * d + a.num_heads * d * h + 2 * h
     dense_mlp = 3 * h * a.intermediate_size
     expert = 3 * h * a.moe_intermediate_size
-    experts = a.num_experts * expert
-    shared = a.num_shared_experts * expert + h * a.num_experts if a.num_experts else 0
+    sets = 2 if a.vision_moe_intermediate_size else 1  # text and vision routed sets
+    experts = a.num_experts * (expert + 3 * h * a.vision_moe_intermediate_size)
+    shared = a.num_shared_experts * expert + sets * h * a.num_experts if a.num_experts else 0
     moe_layers = a.num_moe_layers
     dense_layers = a.num_layers - moe_layers
     embedding = a.vocab_size * h * (1 if a.tie_word_embeddings else 2)
@@ -56,7 +58,12 @@ def count(a: ModelArgs) -> Counts:
         + dense_layers * dense_mlp
         + moe_layers * (shared + a.experts_per_token * expert)
     )
-    return Counts(embedding, attention, dense_mlp, experts, shared, active)
+    vision = 0
+    if a.vision is not None:
+        from erniekit.models import family
+
+        vision = family(a.family).hf.vision_params(a)
+    return Counts(embedding, attention, dense_mlp, experts, shared, active, vision)
 
 
 def total_params(a: ModelArgs) -> int:
@@ -68,6 +75,7 @@ def total_params(a: ModelArgs) -> int:
         + (a.num_layers - moe) * c.dense_mlp
         + moe * (c.experts + c.shared)
         + a.hidden_size
+        + c.vision
     )
 
 
@@ -85,8 +93,8 @@ def plan(a: ModelArgs, recipe) -> dict:
         + (1 - moe_share) * c.dense_mlp / tp
         + moe_share * (c.experts / expert_split + c.shared / tp)
     )
-    # the first stage also holds the embedding (and, with pp = 1, the final norm)
-    params = layers_per_stage * per_layer + c.embedding / tp + (a.hidden_size if pp == 1 else 0)
+    # the first stage also holds the embedding and the vision encoder (and, with pp = 1, the final norm)
+    params = layers_per_stage * per_layer + c.embedding / tp + c.vision + (a.hidden_size if pp == 1 else 0)
     trainable = params * (0.01 if recipe.lora.enabled else 1.0)  # adapters: ~1% at typical ranks
     weight_bytes = params * 4  # fp32 parameters; autocast casts each op's weight to bf16 on the fly
     grad_bytes = trainable * 4

@@ -18,9 +18,18 @@ from erniekit.resources import resolve_path
 from erniekit.tokenizer.templates import ChatTemplate, Segment, template_by_name
 
 CONFIG_NAME = "tokenizer_config.json"
-END_OF_TURN = {"ernie4_5": "<|end_of_sentence|>", "chatml": "<|im_end|>"}
+END_OF_TURN = {
+    "ernie4_5": "<|end_of_sentence|>",
+    "ernie4_5_vl": "<|end_of_sentence|>",
+    "paddleocr_vl": "<|end_of_sentence|>",
+    "chatml": "<|im_end|>",
+}
+_ERNIE = ("<|begin_of_sentence|>", "<|end_of_sentence|>")
+_IMAGE = ("<|IMAGE_START|>", "<|IMAGE_PLACEHOLDER|>", "<|IMAGE_END|>")
 REQUIRED = {
-    "ernie4_5": ("<|begin_of_sentence|>", "<|end_of_sentence|>"),
+    "ernie4_5": _ERNIE,
+    "ernie4_5_vl": _ERNIE + _IMAGE,
+    "paddleocr_vl": _ERNIE + _IMAGE,
     "chatml": ("<|im_start|>", "<|im_end|>"),
 }
 
@@ -111,13 +120,18 @@ class Tokenizer:
         name = (
             template_name or config.get("erniekit_chat_template") or _recognise(config.get("chat_template"))
         )
-        self.template: ChatTemplate = template_by_name(name, self.eos_token, _default_system(config))
-        missing = [t for t in REQUIRED.get(self.template.name, ()) if t not in self.special_tokens]
+        self.set_template(name)
+
+    def set_template(self, name: str) -> None:
+        """Format conversations with the named template (refused if a token it needs is missing)."""
+        template = template_by_name(name, self.eos_token, _default_system(self.config))
+        missing = [t for t in REQUIRED.get(template.name, ()) if t not in self.special_tokens]
         if missing:
             raise CheckpointError(
-                f"{backend.path.parent}: chat template {self.template.name!r} needs special "
+                f"{self.backend.path.parent}: chat template {template.name!r} needs special "
                 f"token {missing[0]}, which this tokenizer does not have"
             )
+        self.template: ChatTemplate = template
 
     # ids of the tokens that end generation: EOS and the template's end-of-turn marker
     @property
@@ -200,6 +214,8 @@ class Tokenizer:
 def _recognise(jinja: str | None) -> str:
     if jinja and "<|im_start|>" in jinja:
         return "chatml"
+    if jinja and "<|IMAGE_START|>" in jinja:
+        return "ernie4_5_vl" if "Picture" in jinja else "paddleocr_vl"
     if jinja and "<|begin_of_sentence|>" in jinja:
         return "ernie4_5"
     return "plain"

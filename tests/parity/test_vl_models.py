@@ -18,7 +18,7 @@ from PIL import Image
 from erniekit.data.images import ImageInputs
 from erniekit.models import family, image_processor, load_model, save_pretrained
 from erniekit.models.common.weights import TensorSource, rule_to_internal
-from tests.helpers import VL_TOKENS, rel_err, tiny_hf_ernie_vl
+from tests.helpers import VL_TOKENS, rel_err, tiny_hf_ernie_vl, tiny_hf_paddleocr_vl
 
 IMG, START, END = (
     VL_TOKENS["image_token_id"],
@@ -36,6 +36,12 @@ class Setup:
     path: object
 
     def reference_processor(self):
+        if self.name == "paddleocr_vl":
+            from transformers.models.paddleocr_vl.image_processing_pil_paddleocr_vl import (
+                PaddleOCRVLImageProcessorPil,
+            )
+
+            return PaddleOCRVLImageProcessorPil()
         from transformers.models.ernie4_5_vl_moe.image_processing_pil_ernie4_5_vl_moe import (
             Ernie4_5_VLMoeImageProcessorPil,
         )
@@ -43,18 +49,28 @@ class Setup:
         return Ernie4_5_VLMoeImageProcessorPil()
 
     def type_ids(self, ids: torch.Tensor) -> dict:
-        """What the reference needs besides input_ids: its two token-type tensors (we derive ours)."""
+        """What the reference needs besides input_ids: its token-type tensors (we derive ours)."""
+        mm = (ids == IMG).long() + 2 * (ids == VIDEO).long()
+        if self.name == "paddleocr_vl":
+            return dict(mm_token_type_ids=mm)
         vision = (
             (ids == IMG) | (ids == START) | (ids == END) | (ids == VIDEO) | (ids == VSTART) | (ids == VEND)
         )
-        mm = (ids == IMG).long() + 2 * (ids == VIDEO).long()
         return dict(mm_token_type_ids=mm, moe_mm_token_type_ids=vision.long())
 
+    def pixels(self, inputs: ImageInputs) -> torch.Tensor:
+        """Our pixel_values as the reference takes them (PaddleOCR-VL: [P, C, p, p] for its conv)."""
+        x = torch.tensor(inputs.pixel_values)
+        return x.reshape(x.shape[0], 3, 14, 14) if self.name == "paddleocr_vl" else x
 
-@pytest.fixture(scope="module", params=["ernie4_5_vl"])
+
+BUILDERS = {"ernie4_5_vl": tiny_hf_ernie_vl, "paddleocr_vl": tiny_hf_paddleocr_vl}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
 def setup(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
-    hf = tiny_hf_ernie_vl(path)
+    hf = BUILDERS[request.param](path)
     ours = load_model(path)
     ours.eval()
     return Setup(request.param, hf, ours, path)
@@ -75,9 +91,7 @@ def reference_logits(setup: Setup, rows, pictures: ImageInputs | None, videos: I
     mask = torch.tensor([[0] * (s - len(r)) + [1] * len(r) for r in rows])
     kw = setup.type_ids(ids)
     if pictures is not None:
-        kw.update(
-            pixel_values=torch.tensor(pictures.pixel_values), image_grid_thw=torch.tensor(pictures.grid_thw)
-        )
+        kw.update(pixel_values=setup.pixels(pictures), image_grid_thw=torch.tensor(pictures.grid_thw))
     if videos is not None:
         kw.update(
             pixel_values_videos=torch.tensor(videos.pixel_values),
@@ -118,6 +132,28 @@ def test_image_processor_matches_the_reference(setup):
         ours(images((10, 2010)))
 
 
+def test_smart_resize_matches_the_reference_over_many_sizes(setup):
+    """Every (height, width) of a grid from 1 to 4000 pixels, plus extreme ratios: the same target size
+    or the same refusal as transformers' smart_resize for this family."""
+    if setup.name == "paddleocr_vl":
+        from transformers.models.paddleocr_vl.image_processing_pil_paddleocr_vl import smart_resize
+    else:
+        from transformers.models.ernie4_5_vl_moe.image_processing_pil_ernie4_5_vl_moe import smart_resize
+    ours = image_processor(setup.ours.args)
+    sides = sorted({*range(1, 120), *np.unique(np.geomspace(120, 4000, 200).astype(int))})
+    sizes = [(h, w) for h in sides[::3] for w in sides[::2]] + [(1, 199), (1, 201), (3, 700), (5000, 20)]
+    for h, w in sizes:
+        try:
+            want = smart_resize(
+                h, w, factor=ours.factor, min_pixels=ours.min_pixels, max_pixels=ours.max_pixels
+            )
+        except ValueError:
+            with pytest.raises(ValueError, match="aspect ratio"):
+                ours.smart_resize(h, w)
+            continue
+        assert ours.smart_resize(h, w) == want, (h, w)
+
+
 def test_text_only_logits_match(setup):
     rows = [[3, 17, 42, 8, 61, 5, 77], [9, 33, 4]]
     ref, real = reference_logits(setup, rows, None)
@@ -146,9 +182,8 @@ def test_left_padded_batch_mixing_text_and_images_matches(setup):
     assert np.abs(our_logits(setup, rows, both) - ref)[real].max() <= 1e-4
 
 
+@pytest.mark.parametrize("setup", ["ernie4_5_vl"], indirect=True)  # PaddleOCR-VL takes no video
 def test_video_logits_match(setup):
-    if setup.name != "ernie4_5_vl":
-        pytest.skip("PaddleOCR-VL has no video input")
     proc = image_processor(setup.ours.args)
     video = proc.video(images((56, 56), (56, 56), seed=5))  # two frames of 4 x 4 patches
     n = video.tokens(2)[0] // 2  # frames are merged in pairs
@@ -165,7 +200,7 @@ def test_greedy_generation_with_an_image_matches_20_tokens(setup):
         ref = setup.hf.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
-            pixel_values=torch.tensor(pics.pixel_values),
+            pixel_values=setup.pixels(pics),
             image_grid_thw=torch.tensor(pics.grid_thw),
             max_new_tokens=20,
             min_new_tokens=20,
@@ -188,7 +223,7 @@ def test_gradients_match(setup, tmp_path):
     ids = torch.tensor([row])
     logits = hf(
         input_ids=ids,
-        pixel_values=torch.tensor(pics.pixel_values),
+        pixel_values=setup.pixels(pics),
         image_grid_thw=torch.tensor(pics.grid_thw),
         **setup.type_ids(ids),
     ).logits
@@ -232,7 +267,7 @@ def test_our_save_loads_in_transformers(setup, tmp_path):
     with torch.no_grad():
         ref = hf(
             input_ids=ids,
-            pixel_values=torch.tensor(pics.pixel_values),
+            pixel_values=setup.pixels(pics),
             image_grid_thw=torch.tensor(pics.grid_thw),
             **setup.type_ids(ids),
         ).logits.numpy()
@@ -261,3 +296,26 @@ def test_the_comparison_catches_wrong_routing_and_positions(setup, monkeypatch):
 
         m.setattr(multimodal, "multimodal_positions", flat)
         assert np.abs(our_logits(setup, [row], pics) - ref).max() > 1e-2
+
+
+def test_plan_counts_the_released_shapes_exactly():
+    """erniekit plan's parameter count against a meta-device build of transformers' configs: ERNIE 4.5
+    VL's defaults (which its docstring names 28B-A3B) and PaddleOCR-VL's (0.9B, untied head)."""
+    from transformers import (
+        Ernie4_5_VLMoeConfig,
+        Ernie4_5_VLMoeForConditionalGeneration,
+        PaddleOCRVLConfig,
+        PaddleOCRVLForConditionalGeneration,
+    )
+
+    from erniekit.models import flavor_args
+    from erniekit.parallel.estimate import total_params
+
+    untied = dict(tie_word_embeddings=False, text_config=dict(tie_word_embeddings=False))
+    with torch.device("meta"):
+        ernie = Ernie4_5_VLMoeForConditionalGeneration(Ernie4_5_VLMoeConfig())
+        ocr = PaddleOCRVLForConditionalGeneration(PaddleOCRVLConfig(**untied))
+    for hf, flavor in ((ernie, "ernie4_5_vl/28b-a3b"), (ocr, "paddleocr_vl/0.9b")):
+        # the expert-score correction biases are frozen Parameters there and buffers here: not counted
+        trainable = sum(p.numel() for p in hf.parameters() if p.requires_grad)
+        assert total_params(flavor_args(flavor)) == trainable, flavor

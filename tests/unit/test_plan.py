@@ -11,7 +11,10 @@ from erniekit.models import build_model, flavor_args
 from erniekit.parallel.estimate import GiB, count, plan, total_params
 
 
-@pytest.mark.parametrize("flavor", ["ernie4_5/debug", "ernie4_5/debug-moe", "llama/debug"])
+@pytest.mark.parametrize(
+    "flavor",
+    ["ernie4_5/debug", "ernie4_5/debug-moe", "llama/debug", "ernie4_5_vl/debug", "paddleocr_vl/debug"],
+)
 def test_parameter_count_is_exact(flavor):
     model = build_model(flavor, seed=0)
     real = sum(int(np.prod(p.shape)) for p in model.parameters())

@@ -35,6 +35,16 @@ class VisionArgs:
     video_end_token_id: int = 0
 
 
+def vision_block_params(width: int, mlp: int) -> int:
+    """One pre-norm ViT block: two LayerNorms, qkv and output projections, a two-layer MLP (all biased)."""
+    return (
+        2 * 2 * width
+        + (width * 3 * width + 3 * width)
+        + (width * width + width)
+        + (2 * width * mlp + mlp + width)
+    )
+
+
 @dataclass(frozen=True)
 class ModelArgs:
     """The shape of a decoder-only transformer. Families fill it from their HF ``config.json``."""

@@ -36,6 +36,7 @@ class Rule:
       linear  one linear weight, transposed when the checkpoint is [out, in]
       fused   several linears (or biases) concatenated along out; ``sizes`` gives each part's width
       experts E groups of ``len(sizes)`` fused linears stacked on a new first axis
+      patch   a conv patch embedding [out, C, p, p] (``sizes=(C, p, p)``) as our linear [C*p*p, out]
     """
 
     internal: str
@@ -58,6 +59,9 @@ def rule_to_internal(rule: Rule, get: Callable[[str], np.ndarray], transpose: bo
         return _t(get(rule.external[0]), transpose)
     if rule.kind == "fused":
         return np.concatenate([_t(get(n), transpose) for n in rule.external], axis=-1)
+    if rule.kind == "patch":
+        weight = get(rule.external[0])
+        return np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)
     if rule.kind == "experts":
         per = len(rule.sizes)
         groups = [rule.external[i : i + per] for i in range(0, len(rule.external), per)]
@@ -89,6 +93,8 @@ def rule_to_external(rule: Rule, value: np.ndarray, transpose: bool) -> dict[str
         return {rule.external[0]: value.reshape([1, -1])}
     if rule.kind == "linear":
         return {rule.external[0]: np.ascontiguousarray(_t(value, transpose))}
+    if rule.kind == "patch":
+        return {rule.external[0]: np.ascontiguousarray(value.T.reshape(value.shape[1], *rule.sizes))}
     cuts = np.cumsum(rule.sizes)[:-1]
     if rule.kind == "fused":
         parts = np.split(value, cuts, axis=-1)
@@ -121,6 +127,8 @@ def external_shapes(
         if len(internal_shape) == 1:  # fused biases
             return {n: (w,) for n, w in zip(rule.external, rule.sizes)}
         return {n: part(internal_shape[0], w) for n, w in zip(rule.external, rule.sizes)}
+    if rule.kind == "patch":
+        return {rule.external[0]: (internal_shape[1], *rule.sizes)}
     if rule.kind == "experts":
         widths = rule.sizes * internal_shape[0]
         return {n: part(internal_shape[1], w) for n, w in zip(rule.external, widths)}

@@ -8,7 +8,7 @@ config.json could not be read here, so the rest is NOT published data:
 * decoder widths, text experts and MoE layers are those of ERNIE-4.5-300B-A47B, the text model the
   card says it extends (hidden 8192, FFN 28672, experts 3584, MoE from layer 3, no shared experts);
 * the vision expert width 1536 is derived, not read: it is the width at which the parameter count
-  reaches the 424B of the model's name (424.4 B; 512, the 28B model's ratio, would give 341 B);
+  reaches the 424B of the model's name (423.5 B; 512, the 28B model's ratio, would give 341 B);
 * the vision tower is the 28B model's (depth 32, width 1280).
 Treat ``erniekit plan`` on it as an estimate until a config.json confirms these.
 """

@@ -18,7 +18,7 @@ vision); and ``mlp.experts.{0..2E-1}``, the text experts first.
 from __future__ import annotations
 
 from erniekit.errors import CheckpointError
-from erniekit.models.common.args import ModelArgs, VisionArgs
+from erniekit.models.common.args import ModelArgs, VisionArgs, vision_block_params
 from erniekit.models.common.hf_layout import decoder_rules, expert_rules, mlp_rules
 from erniekit.models.common.weights import Rule
 from erniekit.models.ernie4_5_vl.model import ernie4_5_vl_args
@@ -300,6 +300,19 @@ def weight_rules(args: ModelArgs, layout: str = "hf") -> list[Rule]:
     return decoder_rules(args, layout, moe_rules=_vl_moe_rules) + _vision_rules(args, layout)
 
 
+def vision_params(args: ModelArgs) -> int:
+    """Parameters of the vision tower and resampler (for erniekit plan)."""
+    v = args.vision
+    d, s = v.hidden_size, v.hidden_size * v.spatial_merge_size**2
+    tower = (
+        v.in_channels * v.patch_size**2 * d + v.depth * vision_block_params(d, v.intermediate_size) + 2 * d
+    )
+    merge = 2 * (s * s + s) + 2 * s  # fc1, fc2, LayerNorm of the spatial stage
+    temporal = (s * v.temporal_merge_size * s + s) + (s * s + s) + 2 * s
+    return tower + merge + temporal + (s * args.hidden_size + args.hidden_size) + args.hidden_size
+
+
 IMAGE_PROCESSOR: dict = {}  # erniekit.data.images.ImageProcessor's defaults are ERNIE VL's
+CHAT_TEMPLATE = "ernie4_5_vl"  # how image parts render in a prompt (erniekit.tokenizer.templates)
 KEEP_FLOAT32 = ("mlp.gate.weight", "e_score_correction_bias")  # both routers (weight, weight_1) stay fp32
 IGNORE_UNEXPECTED = ("mtp",)
