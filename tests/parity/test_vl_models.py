@@ -211,6 +211,31 @@ def test_greedy_generation_with_an_image_matches_20_tokens(setup):
     assert len(set(ref)) > 5, "continuation is degenerate; the test would not catch much"
 
 
+def test_batched_generation_with_left_padding_matches_each_prompt_alone(setup):
+    """Image and text-only prompts decoded together (left-padded, one batch) give, row by row, the
+    reference's greedy tokens for that prompt alone."""
+    proc = image_processor(setup.ours.args)
+    m = setup.ours.args.vision.spatial_merge_size
+    a, b = proc(images((50, 70), seed=11)), proc(images((40, 100), seed=12))
+    rows = [with_image(a.tokens(m)[0]), [12, 13, 14, 15, 16], with_image(b.tokens(m)[0], tail=(8, 9, 20))]
+    got = setup.ours.generate(rows, max_new_tokens=10, images=[a, None, b])
+    for row, pics, tokens in zip(rows, [a, None, b], got):
+        ids = torch.tensor([row])
+        kw = {}
+        if pics is not None:
+            kw = dict(
+                pixel_values=setup.pixels(pics),
+                image_grid_thw=torch.tensor(pics.grid_thw),
+                **setup.type_ids(ids),
+            )
+        with torch.no_grad():
+            ref = setup.hf.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, min_new_tokens=10,
+                do_sample=False, **kw,
+            )  # fmt: skip
+        assert tokens == ref[0, len(row) :].tolist()
+
+
 def test_gradients_match(setup, tmp_path):
     """Per-parameter gradients of a cross-entropy through an image prompt; transformers' own save
     writes its gradients in the checkpoint layout, which our rules then read back."""
