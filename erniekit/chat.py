@@ -17,7 +17,7 @@ def load_for_inference(path: str | Path):
     """(tokenizer, model, image processor or None) from an HF model directory, or from a checkpoint /
     run (LoRA merged). A vision-language model's tokenizer renders image parts its family's way."""
     from erniekit.export.hf import merged_model
-    from erniekit.models import family, image_processor, load_model
+    from erniekit.models import adapt_tokenizer, image_processor, load_model
     from erniekit.tokenizer import load_tokenizer
     from erniekit.trainer.restore import restore
 
@@ -28,11 +28,8 @@ def load_for_inference(path: str | Path):
     else:
         recipe, tokenizer, model = restore(path)
         model, weights_dir = merged_model(model), recipe.model.path
-    processor = None
-    if model.args.vision is not None:
-        processor = image_processor(model.args, weights_dir)
-        if not tokenizer.template.image:
-            tokenizer.set_template(family(model.args.family).hf.CHAT_TEMPLATE)
+    adapt_tokenizer(tokenizer, model.args)
+    processor = image_processor(model.args, weights_dir) if model.args.vision is not None else None
     return tokenizer, model, processor
 
 

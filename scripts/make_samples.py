@@ -234,6 +234,54 @@ def vl_tokenizer(text: Path, out: Path) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+SHAPES, COLORS = (
+    ("circle", "square", "triangle"),
+    {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220)},
+)
+
+
+def vl_shapes(rng: random.Random, n: int, out: Path) -> tuple[list[dict], list[dict]]:
+    """Pictures of one coloured shape each, and questions about them in two VL record layouts:
+    ERNIEKit's (text_info/image_info) and chat messages with image parts; images under vl_images/."""
+    from PIL import Image, ImageDraw
+
+    (out / "vl_images").mkdir(parents=True, exist_ok=True)
+    erniekit_rows, message_rows = [], []
+    for i in range(n):
+        shape, color = rng.choice(SHAPES), rng.choice(sorted(COLORS))
+        w, h = rng.choice([(56, 56), (84, 56), (56, 84)])
+        img = Image.new("RGB", (w, h), (245, 245, 240))
+        draw = ImageDraw.Draw(img)
+        size = rng.randint(18, 30)
+        x, y = rng.randint(2, w - size - 2), rng.randint(2, h - size - 2)
+        box = (x, y, x + size, y + size)
+        if shape == "circle":
+            draw.ellipse(box, fill=COLORS[color])
+        elif shape == "square":
+            draw.rectangle(box, fill=COLORS[color])
+        else:
+            draw.polygon([(x + size // 2, y), (x, y + size), (x + size, y + size)], fill=COLORS[color])
+        name = f"vl_images/shape_{i:03d}.png"
+        img.save(out / name, optimize=True)
+        answer = f"A {color} {shape}."
+        if i % 2:
+            erniekit_rows.append(
+                {
+                    "image_info": [{"matched_text_index": 0, "image_url": name}],
+                    "text_info": [
+                        {"text": "What is in the picture?", "tag": "mask"},
+                        {"text": answer, "tag": "no_mask"},
+                    ],
+                }
+            )
+        else:
+            parts = [{"type": "image", "image": name}, {"type": "text", "text": "What is in the picture?"}]
+            message_rows.append(
+                {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]}
+            )
+    return erniekit_rows, message_rows
+
+
 def main() -> None:
     rng = random.Random(20261123)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -254,6 +302,9 @@ def main() -> None:
     texts += ["User: Assistant: " for _ in range(20)] + DODGES
     train_tokenizer(texts, OUT / "ernie_tokenizer")
     vl_tokenizer(OUT / "ernie_tokenizer", OUT / "ernie_vl_tokenizer")
+    vl_erniekit, vl_messages = vl_shapes(random.Random(20261201), 120, OUT)
+    write_jsonl(OUT / "vl_shapes_erniekit.jsonl", vl_erniekit)
+    write_jsonl(OUT / "vl_shapes_messages.jsonl", vl_messages)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,20 @@ class ModelConfig:
         "None is dropless.",
         gt=0,
     )
+    router_aux_loss_coef: float | None = option(
+        None, "Weight of the MoE load-balancing loss; None keeps the model's config.json value.", ge=0
+    )
+    moe_bias_update_rate: float = option(
+        0.0,
+        "Aux-loss-free balancing (ERNIE 4.5): after each step, move every expert's correction bias by "
+        "this much toward even load, per expert set; 0 disables.",
+        ge=0,
+    )
+    freeze: list[Literal["vision_tower", "resampler", "language_model", "vision_experts"]] = option(
+        [],
+        "Parts of a vision-language model that do not train: vision_tower, resampler (also "
+        "PaddleOCR-VL's projector), language_model (the decoder), vision_experts.",
+    )
 
 
 @dataclass
@@ -45,9 +59,12 @@ class DatasetSpec:
     """One data file and how to read it."""
 
     path: str = option("", "JSON/JSONL file; 'samples://NAME' names a file bundled with erniekit.")
-    format: Literal["auto", "erniekit", "alpaca", "messages", "pairs"] = option(
-        "auto",
-        "Layout: erniekit (src/tgt[/response/sort]), alpaca, messages, pairs (prompt/chosen/rejected).",
+    format: Literal["auto", "erniekit", "alpaca", "messages", "pairs", "erniekit_vl", "query_response"] = (
+        option(
+            "auto",
+            "Layout: erniekit (src/tgt[/response/sort]), alpaca, messages, pairs (prompt/chosen/rejected); "
+            "with images: erniekit_vl (text_info/image_info), query_response (<image> tags), messages.",
+        )
     )
     weight: float = option(1.0, "Relative sampling probability when several training files are mixed.", gt=0)
     max_samples: int | None = option(None, "Use only the first N records of the file.", gt=0)
@@ -67,7 +84,9 @@ class DataConfig:
     truncation: Literal["drop", "right", "turns"] = option(
         "drop", "Over-long examples: drop them, cut the end (right), or drop the earliest turns (turns)."
     )
-    template: str | None = option(None, "Chat template (ernie4_5, chatml, plain); default: the tokenizer's.")
+    template: str | None = option(
+        None, "Chat template (ernie4_5, ernie4_5_vl, paddleocr_vl, chatml, plain); default: the tokenizer's."
+    )
     skip_bad_lines: bool = option(False, "Skip and count malformed records instead of stopping at the first.")
     shuffle: bool = option(True, "Shuffle examples every epoch (seeded by train.seed).")
     cache_dir: str | None = option(None, "Cache for tokenized datasets; default: the datasets library's.")
@@ -179,8 +198,9 @@ class LoraConfig:
     dropout: float = option(0.0, "Dropout on the adapters' input (linear layers).", ge=0, lt=1)
     targets: list[str] = option(
         ["all-linear"],
-        "Layers: all-linear, qkv_proj (or q_proj/k_proj/v_proj), o_proj, up_gate_proj "
-        "(or gate_proj/up_proj), down_proj, experts (MoE routed experts).",
+        "Layers: all-linear (the decoder's), qkv_proj (or q_proj/k_proj/v_proj), o_proj, up_gate_proj "
+        "(or gate_proj/up_proj), down_proj, experts (MoE routed experts; text experts in a VL model), "
+        "vision_experts, vision_tower, resampler (VL models).",
     )
     rslora: bool = option(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r.")
     lora_plus_ratio: float = option(1.0, "LoRA+: B's learning rate is this multiple of optim.lr.", ge=1)
@@ -201,6 +221,14 @@ class OptimConfig:
     beta2: float = option(0.999, "Adam beta2.", ge=0, lt=1)
     eps: float = option(1e-8, "Adam epsilon.", gt=0)
     grad_clip: float = option(1.0, "Clip the global gradient norm to this value; 0 disables clipping.", ge=0)
+    vision_lr_ratio: float = option(
+        1.0,
+        "Learning-rate multiplier of a VL model's vision tower and resampler (ERNIEKit vit_lr_ratio).",
+        gt=0,
+    )
+    router_lr_ratio: float = option(
+        1.0, "Learning-rate multiplier of MoE routers (ERNIEKit moe_gate_lr_ratio).", gt=0
+    )
 
 
 @dataclass

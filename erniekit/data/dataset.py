@@ -2,7 +2,8 @@
 
 The cache key hashes the data file's bytes, the tokenizer's files, the chat template and every setting
 that changes the result, so editing any of them re-tokenizes; otherwise a later run memory-maps the
-arrow files ``datasets`` wrote.
+arrow files ``datasets`` wrote. Files the records point to (images) are recorded with their size and
+modification time when the cache is built: a cache whose images changed since is rebuilt.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ def cached_dataset(
     skip_bad: bool,
     limit: int | None,
     stats,
+    dependencies: list[Path] | None = None,
 ):
     """A ``datasets.Dataset`` of ``encode(record)`` rows (None rows are dropped), from cache when valid.
 
     ``stats`` (a TokenStats-like object with ``as_dict``) is filled on a fresh build and restored from
-    the cache's sidecar file otherwise, so counts are reported either way.
+    the cache's sidecar file otherwise, so counts are reported either way. ``dependencies`` is a list
+    ``encode`` appends the files it read to (images); the cache is valid while they are unchanged.
     """
     import datasets
 
@@ -71,11 +74,14 @@ def cached_dataset(
         key.update(part if isinstance(part, bytes) else part.encode())
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     target = root / f"{kind}-{file.stem}-{key.hexdigest()[:20]}"
-    sidecar = target / "erniekit_stats.json"
-    if sidecar.is_file():
+    sidecar, files = target / "erniekit_stats.json", target / "erniekit_files.json"
+    if sidecar.is_file() and _files_unchanged(files):
         for name, value in json.loads(sidecar.read_text()).items():
             setattr(stats, name, value)
         return datasets.load_from_disk(str(target))
+    if target.exists():
+        log.info("%s: files its records point to changed; rebuilding %s", path, target.name)
+        shutil.rmtree(target, ignore_errors=True)
 
     read_stats = ReadStats()
     rows: dict[str, list] = {c: [] for c in columns}
@@ -102,6 +108,7 @@ def cached_dataset(
     with _no_progress_bars():
         ds.save_to_disk(str(tmp))
     (tmp / "erniekit_stats.json").write_text(json.dumps(vars(stats)))
+    (tmp / "erniekit_files.json").write_text(json.dumps([_stamp(p) for p in sorted(set(dependencies or []))]))
     try:
         tmp.rename(target)
     except OSError:
@@ -121,3 +128,17 @@ def _no_progress_bars():
     finally:
         if enabled:
             datasets.enable_progress_bars()
+
+
+def _stamp(path: Path) -> list:
+    st = Path(path).stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _files_unchanged(listing: Path) -> bool:
+    if not listing.is_file():
+        return True  # a cache from before files were recorded: its records point to none
+    try:
+        return all(_stamp(Path(p)) == [p, size, mtime] for p, size, mtime in json.loads(listing.read_text()))
+    except OSError:  # a file is gone
+        return False

@@ -4,16 +4,28 @@
   turn; ``label`` [0/1 per turn] marks which replies are trained, as in ERNIEKit)
 * ``alpaca``: ``{"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ..]}``
 * ``messages``: ``{"messages": [{"role", "content", "loss"?: bool}, ..]}`` (``conversations`` with
-  ShareGPT ``from``/``value`` keys is read too)
+  ShareGPT ``from``/``value`` keys is read too); for vision-language models a content may be a list of
+  parts (``{"type": "text"|"image"|"image_url"|"video", ...}``), or, LLaMA-Factory's layout, a string
+  with ``<image>`` tags filled in order from the record's ``"images"`` list (``<video>``/``"videos"``)
+* ``erniekit_vl`` (ERNIEKit's VL SFT): ``{"text_info": [{"text", "tag": "mask"|"no_mask"}, ..],
+  "image_info": [{"matched_text_index": i, "image_url": PATH}, ..], "video_info"?: [{"matched_text_index",
+  "image_url": [frame paths]}], "is_system"?: 0|1}``: ``mask`` items are prompts, ``no_mask`` items
+  replies, each image comes right before the text item it is matched to
+* ``query_response`` (ERNIEKit's other VL layout): ``{"query", "response", "history"?: [[q, a], ..],
+  "images"?, "videos"?}`` with ``<image>``/``<video>`` tags in the text
 
-Problems raise ValueError; callers add the file and line.
+Image paths are relative to the data file (or absolute). Problems raise ValueError; callers add the file
+and line.
 """
 
 from __future__ import annotations
 
+import re
+
 from erniekit.tokenizer.templates import check_messages
 
-SFT_FORMATS = ("erniekit", "alpaca", "messages")
+SFT_FORMATS = ("erniekit", "alpaca", "messages", "erniekit_vl", "query_response")
+MEDIA_TAGS = {"<image>": "image", "<video>": "video"}
 _SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -24,6 +36,10 @@ _SHAREGPT_ROLES = {
 
 
 def detect_format(record: dict) -> str:
+    if "text_info" in record:
+        return "erniekit_vl"
+    if "query" in record and "response" in record:
+        return "query_response"
     if "src" in record and "tgt" in record:
         return "erniekit"
     if "instruction" in record and "output" in record:
@@ -32,7 +48,8 @@ def detect_format(record: dict) -> str:
         return "messages"
     raise ValueError(
         f"cannot tell the format from keys {sorted(record)}; set the file's format "
-        f"(erniekit: src/tgt, alpaca: instruction/output, messages)"
+        f"(erniekit: src/tgt, alpaca: instruction/output, messages, erniekit_vl: text_info/image_info, "
+        f"query_response: query/response)"
     )
 
 
@@ -86,9 +103,97 @@ def to_messages(record: dict, fmt: str = "auto") -> list[dict]:
         ]
     elif fmt == "messages":
         messages = chat_messages(record)
+    elif fmt == "erniekit_vl":
+        messages = _erniekit_vl(record)
+    elif fmt == "query_response":
+        media = Media(record)
+        history = record.get("history") or []
+        if not all(isinstance(pair, list) and len(pair) == 2 for pair in history):
+            raise ValueError("field 'history' must be a list of [query, response] pairs")
+        messages = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+        for q, a in [*history, (_text(record, "query", fmt), _text(record, "response", fmt))]:
+            messages += [{"role": "user", "content": media.fill(q)}, {"role": "assistant", "content": a}]
+        media.check_all_used()
     else:
         raise ValueError(f"unknown format {fmt!r}")
-    check_messages(messages)
+    check_messages(messages, media=True)
+    return messages
+
+
+class Media:
+    """The ``images`` / ``videos`` lists of a record, handed out in order to ``<image>``/``<video>`` tags."""
+
+    def __init__(self, record: dict):
+        self.items = {}
+        for kind in ("image", "video"):
+            items = record.get(f"{kind}s") or []
+            if not isinstance(items, list):
+                raise ValueError(f"field '{kind}s' must be a list")
+            self.items[kind] = list(items)
+        self.used = {"image": 0, "video": 0}
+
+    def fill(self, text: str):
+        """The text, or (when it has tags) content parts with each tag replaced by the next item."""
+        if not isinstance(text, str) or not any(tag in text for tag in MEDIA_TAGS):
+            return text
+        parts = []
+        for piece in re.split("(<image>|<video>)", text):
+            kind = MEDIA_TAGS.get(piece)
+            if kind is None:
+                if piece:
+                    parts.append({"type": "text", "text": piece})
+                continue
+            if self.used[kind] == len(self.items[kind]):
+                raise ValueError(f"more <{kind}> tags than entries in '{kind}s' ({len(self.items[kind])})")
+            parts.append({"type": kind, kind: self.items[kind][self.used[kind]]})
+            self.used[kind] += 1
+        return parts
+
+    def check_all_used(self) -> None:
+        for kind, items in self.items.items():
+            if self.used[kind] != len(items):
+                raise ValueError(
+                    f"'{kind}s' lists {len(items)} but the text has {self.used[kind]} <{kind}> tags"
+                )
+
+
+def _erniekit_vl(record: dict) -> list[dict]:
+    texts = record.get("text_info")
+    if not isinstance(texts, list) or not texts:
+        raise ValueError("field 'text_info' must be a non-empty list of {text, tag} items")
+    anchored: dict[int, list[dict]] = {}
+    for kind, key in (("image", "image_info"), ("video", "video_info")):
+        for n, item in enumerate(record.get(key) or []):
+            if not isinstance(item, dict) or "matched_text_index" not in item or "image_url" not in item:
+                raise ValueError(f"{key}[{n}] needs matched_text_index and image_url")
+            source = item["image_url"]
+            if kind == "video" and not isinstance(source, list):
+                raise ValueError(
+                    f"{key}[{n}]: give a video as its list of frame images (files are not decoded)"
+                )
+            index = item["matched_text_index"]
+            if not isinstance(index, int) or not 0 <= index < len(texts):
+                raise ValueError(f"{key}[{n}]: matched_text_index {index!r} is not an index of text_info")
+            anchored.setdefault(index, []).append({"type": kind, kind: source})
+    messages: list[dict] = []
+    for i, item in enumerate(texts):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise ValueError(f"text_info[{i}] needs a 'text' string")
+        tag = item.get("tag", "mask")
+        if tag not in ("mask", "no_mask"):
+            raise ValueError(f"text_info[{i}]: tag {tag!r} is neither 'mask' nor 'no_mask'")
+        role = "system" if i == 0 and record.get("is_system") else ("user" if tag == "mask" else "assistant")
+        media = anchored.get(i, [])
+        if media and role != "user":
+            raise ValueError(f"text_info[{i}]: images belong to prompts (mask items), not to {role} text")
+        parts = [*media, {"type": "text", "text": item["text"]}]
+        if messages and messages[-1]["role"] == role:  # consecutive items of one turn
+            messages[-1]["content"] += parts
+        else:
+            messages.append({"role": role, "content": parts})
+    for m in messages:  # text-only turns stay strings
+        if all(p["type"] == "text" for p in m["content"]):
+            m["content"] = "".join(p["text"] for p in m["content"])
     return messages
 
 
@@ -96,6 +201,7 @@ def chat_messages(record: dict) -> list[dict]:
     raw = record.get("messages", record.get("conversations"))
     if not isinstance(raw, list):
         raise ValueError("field 'messages' must be a list of {role, content} objects")
+    media = Media(record)
     out = []
     for i, m in enumerate(raw):
         if not isinstance(m, dict):
@@ -111,5 +217,7 @@ def chat_messages(record: dict) -> list[dict]:
             msg = {"role": m.get("role"), "content": m.get("content")}
         if "loss" in m:
             msg["loss"] = bool(m["loss"])
+        msg["content"] = media.fill(msg["content"])
         out.append(msg)
+    media.check_all_used()
     return out

@@ -14,6 +14,8 @@ import binascii
 import io
 from pathlib import Path
 
+import numpy as np
+
 from erniekit.data.images import ImageInputs, ImageProcessor, load_image
 from erniekit.errors import DataError
 from erniekit.tokenizer.templates import media_kind
@@ -30,6 +32,14 @@ def media_parts(messages: list[dict]) -> list[tuple[str, object]]:
                     source = part.get(part["type"])
                     out.append((kind, source.get("url") if isinstance(source, dict) else source))
     return out
+
+
+def image_path(source, base_dir: str | Path | None = None) -> Path | None:
+    """The file a source names (None for data URLs and in-memory images)."""
+    if not isinstance(source, str) or source.startswith(("data:", "http://", "https://")):
+        return None
+    path = Path(source.removeprefix("file://")).expanduser()
+    return Path(base_dir) / path if not path.is_absolute() and base_dir is not None else path
 
 
 def open_image(source, base_dir: str | Path | None = None):
@@ -50,10 +60,7 @@ def open_image(source, base_dir: str | Path | None = None):
             raise DataError(f"image data URL {header[:40]}...: not a readable image ({e})") from None
     if source.startswith(("http://", "https://")):
         raise DataError(f"{source}: images are read from files or data URLs, not fetched from the network")
-    path = Path(source.removeprefix("file://")).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    return load_image(path)
+    return load_image(image_path(source, base_dir))
 
 
 def expand(ids: list[int], trainable: list[bool], token_id: int, counts: list[int]) -> tuple[list, list]:
@@ -111,3 +118,97 @@ def _check_ids(tokenizer, vision) -> None:
             raise DataError(
                 f"the tokenizer's {text} is id {have}, but the model's config.json says {model_id}"
             )
+
+
+def encode_vl_sft(
+    tokenizer,
+    processor: ImageProcessor,
+    vision,
+    messages: list[dict],
+    max_len: int,
+    truncation: str,
+    stats,
+    base_dir: str | Path | None = None,
+) -> dict | None:
+    """An SFT example of a vision-language model as dataset columns, or None when it is dropped.
+
+    Labels as for text (erniekit.data.tokenize.shift); an example longer than ``max_len`` is cut on the
+    right only when every image stays whole (``truncation`` right/turns), otherwise dropped.
+    """
+    from erniekit.data.tokenize import IGNORE, shift
+
+    ids, trainable, images, videos = encode_conversation(
+        tokenizer, processor, vision, messages, base_dir=base_dir
+    )
+    if len(ids) - 1 > max_len:
+        media_ids = {
+            vision.image_token_id,
+            vision.image_end_token_id,
+            vision.video_token_id,
+            vision.video_end_token_id,
+        }
+        last_media = max((i for i, t in enumerate(ids) if t in media_ids), default=-1)
+        if truncation == "drop" or last_media >= max_len:
+            stats.dropped_overlong += 1
+            return None
+        stats.truncated += 1
+        ids, trainable = ids[: max_len + 1], trainable[: max_len + 1]
+    inputs, labels = shift(ids, trainable)
+    if all(label == IGNORE for label in labels):
+        stats.dropped_no_target += 1
+        return None
+    stats.examples += 1
+    return {"input_ids": inputs, "labels": labels, **media_columns(images, videos)}
+
+
+MEDIA_COLUMNS = ("pixels", "grids", "video_pixels", "video_grids")
+
+
+def media_columns(images: ImageInputs | None, videos: ImageInputs | None) -> dict:
+    """Images as dataset columns: float32 patch bytes and [t, h, w] grids (empty when none)."""
+
+    def split(x: ImageInputs | None) -> tuple[bytes, list]:
+        return (b"", []) if x is None else (x.pixel_values.astype("float32").tobytes(), x.grid_thw.tolist())
+
+    (pixels, grids), (video_pixels, video_grids) = split(images), split(videos)
+    return {"pixels": pixels, "grids": grids, "video_pixels": video_pixels, "video_grids": video_grids}
+
+
+def media_inputs(row: dict, width: int) -> tuple[ImageInputs | None, ImageInputs | None]:
+    """Dataset columns back to (images, videos); ``width`` is a patch vector's length."""
+
+    def join(pixels: bytes, grids) -> ImageInputs | None:
+        if not grids:
+            return None
+        values = np.frombuffer(pixels, dtype=np.float32).reshape(-1, width)
+        return ImageInputs(values, np.asarray(grids, dtype=np.int64).reshape(-1, 3))
+
+    return join(row["pixels"], row["grids"]), join(row["video_pixels"], row["video_grids"])
+
+
+def collate_vl(rows, pad_id: int, length: int | None, vision) -> dict:
+    """Rows of (input_ids, labels, images, videos) examples -> collate()'s arrays with per-document 3D
+    position_ids [3, B, S] and every image (video) of the batch in row-major order, as the model's
+    splice consumes them: pixel_values, image_grid_thw (pixel_values_videos, video_grid_thw)."""
+    from erniekit.data.packing import collate
+    from erniekit.data.positions import multimodal_positions
+
+    arrays = collate([[(ids, labels) for ids, labels, *_ in row] for row in rows], pad_id, length)
+    b, s = arrays["input_ids"].shape
+    positions = np.zeros((3, b, s), np.int64)
+    images, videos = [], []
+    for r, row in enumerate(rows):
+        start = 0
+        for ids, _, pictures, clips in row:
+            grids = [x.grid_thw if x is not None else [] for x in (pictures, clips)]
+            doc, _ = multimodal_positions(np.asarray([ids]), None, *grids, vision)
+            positions[:, r, start : start + len(ids)] = doc[:, 0]
+            start += len(ids)
+            images.append(pictures)
+            videos.append(clips)
+    arrays["position_ids"] = positions
+    if (pictures := ImageInputs.concat(images)) is not None:
+        arrays.update(pixel_values=pictures.pixel_values, image_grid_thw=pictures.grid_thw)
+    if (clips := ImageInputs.concat(videos)) is not None:
+        arrays.update(pixel_values_videos=clips.pixel_values, video_grid_thw=clips.grid_thw)
+    return arrays

@@ -105,6 +105,14 @@ def target_logps(model, batch: dict) -> paddle.Tensor:
     return target_outputs(model, batch).logp
 
 
+MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
+def media_kwargs(batch: dict) -> dict:
+    """The images (and videos) of a vision-language batch, as the model's forward takes them."""
+    return {k: batch[k] for k in MEDIA_KEYS if k in batch}
+
+
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:
     return {k: paddle.to_tensor(v) for k, v in arrays.items()}
 

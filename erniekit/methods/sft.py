@@ -4,10 +4,14 @@
 
 plus, for MoE models, ``router_aux_loss_coef`` x the mean load-balancing loss of the step's micro-batches.
 Batches: ``input_ids``, ``labels`` (-100 where not trained), ``position_ids`` and ``segment_ids`` [B, S].
+A vision-language model's batches have 3D ``position_ids`` [3, B, S] (each packed document counted from
+0) and the batch's images (``pixel_values``, ``image_grid_thw``), each encoded once per step; image
+tokens are never trained on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -18,9 +22,17 @@ from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
 from erniekit.data.formats import to_messages
 from erniekit.data.loader import RowLoader, eval_rows
+from erniekit.data.multimodal import (
+    MEDIA_COLUMNS,
+    collate_vl,
+    encode_vl_sft,
+    image_path,
+    media_inputs,
+    media_parts,
+)
 from erniekit.data.packing import collate
 from erniekit.data.tokenize import IGNORE, TokenStats, encode_sft
-from erniekit.methods.base import holdout_split, spec_weights, to_tensors
+from erniekit.methods.base import holdout_split, media_kwargs, spec_weights, to_tensors
 from erniekit.ops.cross_entropy import lm_head_nll
 from erniekit.tokenizer import Tokenizer
 
@@ -28,49 +40,84 @@ log = logging.getLogger(__name__)
 
 
 class Examples:
-    """Tokenized examples of one file, held as Python lists (fast random access while packing)."""
+    """Tokenized examples of one file, held as Python lists (fast random access while packing); the
+    images of a vision-language model's examples stay in the memory-mapped dataset (``media``)."""
 
-    def __init__(self, input_ids: list[list[int]], labels: list[list[int]]):
-        self.input_ids, self.labels = input_ids, labels
+    def __init__(self, input_ids: list[list[int]], labels: list[list[int]], media=None, patch_width: int = 0):
+        self.input_ids, self.labels, self.media, self.patch_width = input_ids, labels, media, patch_width
         self.lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
 
     def select(self, indices: np.ndarray) -> Examples:
-        return Examples([self.input_ids[i] for i in indices], [self.labels[i] for i in indices])
+        media = None if self.media is None else self.media.select(indices)
+        return Examples(
+            [self.input_ids[i] for i in indices], [self.labels[i] for i in indices], media, self.patch_width
+        )
 
-    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
-        return self.input_ids[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple:
+        if self.media is None:
+            return self.input_ids[i], self.labels[i]
+        return self.input_ids[i], self.labels[i], *media_inputs(self.media[i], self.patch_width)
 
 
-def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer) -> tuple[Examples, TokenStats]:
+def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> tuple[Examples, TokenStats]:
+    """The examples of one file; ``args`` (the model's ModelArgs) decides whether images are read."""
     d = recipe.data
     stats = TokenStats()
-
-    def encode(record):
-        pair = encode_sft(
-            tokenizer, to_messages(record.data, spec.format), d.max_seq_len, d.truncation, stats
-        )
-        return None if pair is None else {"input_ids": pair[0], "labels": pair[1]}
-
     settings = {
         "format": spec.format,
         "max_seq_len": d.max_seq_len,
         "truncation": d.truncation,
         "template": tokenizer.template.name,
     }
+    columns, dependencies = ["input_ids", "labels"], []
+    vision = getattr(args, "vision", None)
+    if vision is None:
+
+        def encode(record):
+            pair = encode_sft(
+                tokenizer, to_messages(record.data, spec.format), d.max_seq_len, d.truncation, stats
+            )
+            return None if pair is None else {"input_ids": pair[0], "labels": pair[1]}
+
+    else:
+        from erniekit.data.files import resolve_data_path
+        from erniekit.models import image_processor
+
+        processor = image_processor(args, recipe.model.path)
+        base_dir = resolve_data_path(spec.path).parent  # image paths are relative to the data file
+        # the same file in another directory names other images
+        settings.update(
+            processor=processor.to_config(),
+            vision=dataclasses.asdict(vision),
+            base_dir=str(base_dir.resolve()),
+        )
+        columns += list(MEDIA_COLUMNS)
+
+        def encode(record):
+            messages = to_messages(record.data, spec.format)
+            dependencies.extend(p for _, src in media_parts(messages) if (p := image_path(src, base_dir)))
+            return encode_vl_sft(
+                tokenizer, processor, vision, messages, d.max_seq_len, d.truncation, stats, base_dir
+            )
+
     ds = cached_dataset(
         "sft",
         spec.path,
         tokenizer,
         settings,
         encode,
-        ("input_ids", "labels"),
+        columns,
         d.cache_dir,
         d.skip_bad_lines,
         spec.max_samples,
         stats,
+        dependencies,
     )
     log.info("%s: %s", spec.path, stats.as_dict())
-    return Examples(ds["input_ids"], ds["labels"]), stats
+    if vision is None:
+        return Examples(ds["input_ids"], ds["labels"]), stats
+    width = vision.in_channels * vision.patch_size**2 * processor.temporal_patch_size
+    return Examples(ds["input_ids"], ds["labels"], ds.select_columns(list(MEDIA_COLUMNS)), width), stats
 
 
 class SFT:
@@ -85,10 +132,12 @@ class SFT:
             d.packing,
         )
         self.rank, self.world = rank, world
+        args = getattr(model, "args", None)
+        self.vision = getattr(args, "vision", None)
         self.stats: dict[str, dict] = {}
         self.train_sources, self.eval_sources = [], []
         for spec in d.train:
-            examples, stats = load_sft_examples(spec, recipe, tokenizer)
+            examples, stats = load_sft_examples(spec, recipe, tokenizer, args)
             self.stats[spec.path] = stats.as_dict()
             if d.eval_holdout and not d.eval:
                 keep, held = holdout_split(len(examples.lengths), d.eval_holdout, t.seed, spec.path)
@@ -96,7 +145,7 @@ class SFT:
                 examples = examples.select(keep)
             self.train_sources.append(examples)
         for spec in d.eval:
-            examples, stats = load_sft_examples(spec, recipe, tokenizer)
+            examples, stats = load_sft_examples(spec, recipe, tokenizer, args)
             self.stats[spec.path] = stats.as_dict()
             self.eval_sources.append(examples)
         self.loader = (
@@ -118,8 +167,10 @@ class SFT:
     # --- batches -------------------------------------------------------------------------------
     def _materialize(self, rows, sources) -> dict:
         examples = [[sources[s][i] for s, i in row] for row in rows]
-        arrays = collate(examples, self.tokenizer.pad_id, self.max_len if self.packing else None)
-        return to_tensors(arrays)
+        length = self.max_len if self.packing else None
+        if self.vision is not None:
+            return to_tensors(collate_vl(examples, self.tokenizer.pad_id, length, self.vision))
+        return to_tensors(collate(examples, self.tokenizer.pad_id, length))
 
     def next_micro_batches(self, count: int) -> list[dict]:
         rows = self.loader.next_rows(count * self.micro_batch_size)
@@ -145,6 +196,7 @@ class SFT:
             position_ids=batch["position_ids"],
             segment_ids=batch["segment_ids"],
             compute_logits=False,
+            **media_kwargs(batch),
         )
         return lm_head_nll(out.hidden, model, batch["labels"]), out.aux_loss
 

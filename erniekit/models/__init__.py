@@ -139,6 +139,13 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return _cast(model, dtype)
 
 
+def adapt_tokenizer(tokenizer, args: ModelArgs) -> None:
+    """A vision-language model's prompts render image parts its family's way: give the tokenizer that
+    template when its own renders none (a text template, e.g. a tokenizer shipped without one)."""
+    if args.vision is not None and not tokenizer.template.image:
+        tokenizer.set_template(family(args.family).hf.CHAT_TEMPLATE)
+
+
 PROCESSOR_CONFIG = "preprocessor_config.json"
 
 

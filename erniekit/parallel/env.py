@@ -104,6 +104,14 @@ class ParallelContext:
                 dist.all_reduce(t, group=self.group(axis))
         return dict(zip(keys, t.tolist()))
 
+    def sum_tensor(self, t) -> None:
+        """Sum a tensor over the data ranks, in place (ranks that see different tokens)."""
+        import paddle.distributed as dist
+
+        for axis in ("dp", "sharding"):
+            if self.group(axis) is not None:
+                dist.all_reduce(t, group=self.group(axis))
+
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when it is True on any rank."""
         if self.world == 1:

@@ -25,7 +25,7 @@ from paddle import nn
 
 from erniekit.models.common.args import ModelArgs
 from erniekit.models.common.moe import Experts
-from erniekit.peft.targets import ALL_TARGETS, FUSED_PARTS, LINEAR_NAMES, PART_OF
+from erniekit.peft.targets import ALL_TARGETS, EXPERT_SETS, FUSED_PARTS, LINEAR_NAMES, PART_OF, VISION_PARTS
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,17 @@ def apply_lora(
     for p in model.parameters():
         p.stop_gradient = True
     adapted = []
+    vision_prefixes = tuple(p for t, prefixes in VISION_PARTS.items() if t in wanted for p in prefixes)
     for name, layer in list(model.named_sublayers()):
         parent_name, _, attr = name.rpartition(".")
         parent = model if not parent_name else model.get_sublayer(parent_name)
-        if isinstance(layer, nn.Linear) and attr in layer_names:
+        in_vision = name.startswith("vision.")
+        vision_linear = vision_prefixes and name.startswith(vision_prefixes) and "patch_embed" not in attr
+        if isinstance(layer, nn.Linear) and ((attr in layer_names and not in_vision) or vision_linear):
             parts = _parts(attr, layer, model.args, wanted)
             setattr(parent, attr, LoRALinear(layer, rank, alpha, dropout, rslora, lora_plus_ratio, parts))
             adapted.append(name)
-        elif isinstance(layer, Experts) and "experts" in wanted:
+        elif isinstance(layer, Experts) and attr in wanted and attr in EXPERT_SETS:
             setattr(parent, attr, LoRAExperts(layer, rank, alpha, rslora, lora_plus_ratio))
             adapted.append(name)
     if not adapted:

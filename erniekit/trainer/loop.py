@@ -23,13 +23,19 @@ from erniekit import ops
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
 from erniekit.errors import ErniekitError, Interrupted
+from erniekit.models.common.moe import update_correction_bias
 from erniekit.parallel.clip import GlobalNormClip
 from erniekit.parallel.env import init_parallel
 from erniekit.parallel.plan import parallelize, sync_grads
 from erniekit.trainer import checkpoint as ckpt
 from erniekit.trainer.metrics import MetricsLogger
 from erniekit.trainer.optim import LRSchedule, build_optimizer, grads_finite
-from erniekit.trainer.restore import load_model_arrays, model_from_recipe, saved_state_names
+from erniekit.trainer.restore import (
+    load_model_arrays,
+    model_from_recipe,
+    saved_state_names,
+    scale_learning_rates,
+)
 
 log = logging.getLogger("erniekit.train")
 
@@ -157,6 +163,7 @@ class Trainer:
             for n, p in self.layout.tensors.items()
             if isinstance(p, paddle.base.framework.EagerParamBase) and not p.stop_gradient
         }
+        scale_learning_rates(self.named_params, recipe.optim)
         self.params = list(self.named_params.values())
         self.clip = GlobalNormClip(recipe.optim.grad_clip, self.dist)
         self.optimizer = build_optimizer(self.params, recipe.optim, self.clip)
@@ -274,6 +281,10 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()  # clipping runs inside, after fleet synchronised gradients
+            if self.recipe.model.moe_bias_update_rate:  # aux-loss-free balancing: global expert usage
+                update_correction_bias(
+                    self.model, self.recipe.model.moe_bias_update_rate, self.dist.sum_tensor
+                )
         self.optimizer.clear_grad()
         seconds = time.perf_counter() - start
         tokens = sum(self.method.input_tokens(b) for b in batches)

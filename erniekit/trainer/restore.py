@@ -5,6 +5,7 @@ Used by training, export, chat and eval, so every verb reconstructs a run the sa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from erniekit import ops
 from erniekit.config import Recipe, load_recipe
 from erniekit.config.core import ConfigError
 from erniekit.errors import CheckpointError
-from erniekit.models import build_model, flavor_args, load_model
+from erniekit.models import adapt_tokenizer, build_model, flavor_args, load_model
 from erniekit.models.common.moe import set_capacity
 from erniekit.models.common.weights import check_and_assign
 from erniekit.tokenizer import load_tokenizer
@@ -38,13 +39,49 @@ def model_from_recipe(recipe: Recipe):
             f"{model.args.vocab_size}",
             key="model.tokenizer",
         )
+    adapt_tokenizer(tokenizer, model.args)
     set_capacity(model, m.moe_capacity_factor)
+    if m.router_aux_loss_coef is not None:
+        model.args = dataclasses.replace(model.args, router_aux_loss_coef=m.router_aux_loss_coef)
+    freeze(model, m.freeze)
     if recipe.lora.enabled:
         from erniekit.peft.lora import apply_lora
 
         lo = recipe.lora
         apply_lora(model, lo.targets, lo.rank, lo.alpha, lo.dropout, lo.rslora, lo.lora_plus_ratio)
     return tokenizer, model
+
+
+def vl_part(name: str) -> str:
+    """Which model.freeze part a parameter of a vision-language model belongs to. As ERNIEKit groups
+    them: the vision expert set (and its router) is not the language model's."""
+    if name.startswith("vision.tower."):
+        return "vision_tower"
+    if name.startswith("vision."):
+        return "resampler"  # ERNIE VL's resampler, PaddleOCR-VL's projector
+    if ".vision_experts." in name or ".vision_gate." in name:
+        return "vision_experts"
+    return "language_model"
+
+
+def freeze(model, parts: list[str]) -> None:
+    """Stop the gradients of the named parts of a vision-language model (model.freeze)."""
+    if parts and model.args.vision is None:
+        raise ConfigError(f"a {model.args.family} model has no vision parts to freeze", key="model.freeze")
+    for name, p in model.named_parameters():
+        if parts and vl_part(name) in parts:
+            p.stop_gradient = True
+
+
+def scale_learning_rates(named_params: Mapping, optim) -> None:
+    """optim.vision_lr_ratio / router_lr_ratio as per-parameter learning-rate multipliers (on top of any
+    already set, such as LoRA+'s on B); ``named_params`` by single-device name, after parallel plans."""
+    for name, p in named_params.items():
+        ratio = optim.vision_lr_ratio if name.startswith("vision.") else 1.0
+        if name.endswith("gate.weight") and ".mlp." in name:
+            ratio *= optim.router_lr_ratio
+        if ratio != 1.0:
+            p.optimize_attr["learning_rate"] = p.optimize_attr.get("learning_rate", 1.0) * ratio
 
 
 def saved_state_names(tensors: Mapping[str, paddle.Tensor]) -> list[str]:

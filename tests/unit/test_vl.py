@@ -15,9 +15,9 @@ from PIL import Image
 
 from erniekit.data.images import ImageProcessor, load_image
 from erniekit.data.multimodal import encode_conversation, open_image
+from erniekit.data.positions import multimodal_positions
 from erniekit.errors import CheckpointError, DataError
 from erniekit.models import build_model, flavor_args, image_processor, load_model, save_pretrained
-from erniekit.models.common.multimodal import multimodal_positions
 from erniekit.models.common.weights import save_safetensors_dir, to_external
 from erniekit.models.ernie4_5_vl import hf as ernie_vl_hf
 from erniekit.ops import segment_attention

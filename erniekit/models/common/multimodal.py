@@ -9,11 +9,8 @@ argument cannot silently route image tokens to the text experts (transformers' E
 * rotary type: 1 on image placeholders, 2 on video placeholders, 0 elsewhere (start/end tokens are text);
 * modality (MoE routing): > 0 on placeholders *and* their start/end tokens.
 
-Positions follow the reference's counter (transformers ``get_rope_index``), per row over its real
-tokens: a text run of n tokens takes ``cur .. cur+n-1`` on all three axes (t, h, w); an image takes
-``t = cur``, ``h = cur + row``, ``w = cur + column`` of its merged grid (video: ``t = cur + frame``),
-then ``cur += max(h, w) / m``. Decoding continues at ``real tokens + delta`` with
-``delta = max position + 1 - real tokens`` (negative after an image).
+Positions follow the reference's counter (erniekit.data.positions); decoding continues at
+``real tokens + delta`` with ``delta = max position + 1 - real tokens`` (negative after an image).
 """
 
 from __future__ import annotations
@@ -22,73 +19,10 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from erniekit.data.positions import multimodal_positions, vision_tokens
 from erniekit.errors import DataError
-from erniekit.models.common.args import ModelArgs, VisionArgs
+from erniekit.models.common.args import ModelArgs
 from erniekit.models.common.decoder import CausalLM, CausalLMOutput
-from erniekit.models.common.vision import grid_list
-
-
-def rope_types(ids: np.ndarray, v: VisionArgs) -> np.ndarray:
-    return np.where(ids == v.image_token_id, 1, np.where(ids == v.video_token_id, 2, 0))
-
-
-def vision_tokens(v: VisionArgs) -> list[int]:
-    """The ids that go to the vision experts: placeholders and their start/end markers."""
-    ids = (
-        v.image_token_id,
-        v.image_start_token_id,
-        v.image_end_token_id,
-        v.video_token_id,
-        v.video_start_token_id,
-        v.video_end_token_id,
-    )
-    return sorted({i for i in ids if i})
-
-
-def multimodal_positions(
-    ids: np.ndarray, real: np.ndarray | None, image_grids, video_grids, v: VisionArgs
-) -> tuple[np.ndarray, np.ndarray]:
-    """positions [3, B, S] (t, h, w; 0 on padding) and deltas [B] for ids [B, S] (real: [B, S] bool)."""
-    b, s = ids.shape
-    real = np.ones((b, s), bool) if real is None else real.astype(bool)
-    m = v.spatial_merge_size
-    grids = {1: iter(grid_list(image_grids)), 2: iter(grid_list(video_grids))}
-    positions = np.zeros((3, b, s), np.int64)
-    deltas = np.zeros(b, np.int64)
-    types_all = rope_types(ids, v)
-    for row in range(b):
-        types = types_all[row][real[row]]
-        pieces, cur, i = [], 0, 0
-        while i < len(types):
-            kind, j = types[i], i
-            if kind == 0:
-                while j < len(types) and types[j] == 0:
-                    j += 1
-                pieces.append(np.broadcast_to(cur + np.arange(j - i), (3, j - i)))
-                cur += j - i
-            else:  # one image (or video) at a time, also when two follow each other directly
-                try:
-                    t, h, w = next(grids[kind])
-                except StopIteration:
-                    raise DataError(f"row {row}: more image placeholders than images") from None
-                tm = 1 if kind == 1 else v.temporal_merge_size
-                gt, gh, gw = max(t // tm, 1), h // m, w // m
-                j = i + gt * gh * gw
-                if j > len(types) or (types[i:j] != kind).any():
-                    raise DataError(
-                        f"row {row}: an image of grid {[t, h, w]} needs {gt * gh * gw} placeholders"
-                    )
-                tt, hh, ww = np.meshgrid(np.arange(gt), np.arange(gh), np.arange(gw), indexing="ij")
-                pieces.append(np.stack([tt.ravel(), hh.ravel(), ww.ravel()]) + cur)
-                cur += max(h, w) // m
-            i = j
-        flat = np.concatenate(pieces, axis=1) if pieces else np.zeros((3, 0), np.int64)
-        positions[:, row, real[row]] = flat
-        deltas[row] = (flat.max() + 1 - flat.shape[1]) if flat.size else 0
-    for kind, left in grids.items():
-        if next(left, None) is not None:
-            raise DataError(f"more {'images' if kind == 1 else 'videos'} than placeholders in the prompts")
-    return positions, deltas
 
 
 def splice(x: paddle.Tensor, ids: paddle.Tensor, token_id: int, embeds: paddle.Tensor) -> paddle.Tensor:

@@ -13,13 +13,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from erniekit import ops
-
-
-def grid_list(grid_thw) -> list[tuple[int, int, int]]:
-    """Grids as plain ints, from an [n, 3] array, tensor or list."""
-    if isinstance(grid_thw, paddle.Tensor):
-        grid_thw = grid_thw.numpy()
-    return [(int(t), int(h), int(w)) for t, h, w in np.asarray(grid_thw).reshape(-1, 3)]
+from erniekit.data.positions import grid_list
 
 
 def frame_lengths(grid_thw) -> list[int]:

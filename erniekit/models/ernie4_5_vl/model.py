@@ -19,6 +19,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from erniekit.data.positions import grid_list
 from erniekit.models.common.args import ModelArgs, VisionArgs
 from erniekit.models.common.multimodal import VisionLanguageModel
 from erniekit.models.common.norm import RMSNorm
@@ -26,7 +27,6 @@ from erniekit.models.common.vision import (
     AxialRotary,
     VisionBlock,
     frame_lengths,
-    grid_list,
     patch_positions,
     vision_linear,
 )

@@ -20,13 +20,13 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from erniekit.data.positions import grid_list
 from erniekit.models.common.args import ModelArgs, VisionArgs
 from erniekit.models.common.multimodal import VisionLanguageModel
 from erniekit.models.common.vision import (
     AxialRotary,
     VisionBlock,
     frame_lengths,
-    grid_list,
     patch_positions,
     vision_linear,
 )
