@@ -93,14 +93,22 @@ class PipeEmbedding(nn.Layer):
     """First stage: token ids -> hidden states; ids ride along for the masks and rotary positions.
     With tied embeddings the last stage holds it too (fleet shares ``weight`` between the two)."""
 
-    def __init__(self, model: CausalLM):
+    def __init__(self, model: CausalLM, vision: bool = True):
         super().__init__()
         self.embed_tokens = model.embed_tokens
         self.weight = model.embed_tokens.weight
+        self.model_ref = [model]  # a list: not registered as a sub-layer
+        if vision and model.args.vision is not None:  # the first stage also runs the vision encoder
+            self.vision = model.vision
 
     def forward(self, inputs):
-        input_ids, position_ids, segment_ids = inputs
-        return self.embed_tokens(input_ids), position_ids, segment_ids
+        """(ids, positions, segments[, pixel_values, image_grid_thw]) -> (hidden, positions, segments[,
+        token types]): a VL model's micro-batch carries its images, and its MoE layers the token types."""
+        input_ids, position_ids, segment_ids, *media = inputs
+        if self.model_ref[0].args.vision is None:
+            return self.embed_tokens(input_ids), position_ids, segment_ids
+        hidden, token_types = self.model_ref[0].embed(input_ids, *media)
+        return hidden, position_ids, segment_ids, token_types.astype("int64")
 
 
 class _AuxLossGrad(PyLayer):
@@ -128,14 +136,15 @@ class PipeDecoderLayer(nn.Layer):
     def forward(self, inputs):
         from erniekit.models.common.attention import AttentionMask
 
-        hidden, position_ids, segment_ids = inputs
+        hidden, position_ids, segment_ids, *types = inputs
         s = hidden.shape[1]
-        out, aux = self.layer(hidden, self.rotary(position_ids), AttentionMask(s, s, segment_ids))
+        mask = AttentionMask(s, s, segment_ids)
+        out, aux = self.layer(hidden, self.rotary(position_ids), mask, None, types[0] if types else None)
         if aux is not None and self.training:
             self.aux_sum = aux.detach() if self.aux_sum is None else self.aux_sum + aux.detach()
             if self.aux_scale:
                 out = _AuxLossGrad.apply(out, aux, self.aux_scale)
-        return out, position_ids, segment_ids
+        return out, position_ids, segment_ids, *types
 
 
 class PipeHead(nn.Layer):
@@ -147,8 +156,7 @@ class PipeHead(nn.Layer):
         self.lm_head = model.lm_head
 
     def forward(self, inputs):
-        hidden, _, _ = inputs
-        return self.norm(hidden)
+        return self.norm(inputs[0])
 
 
 class PipeLoss(nn.Layer):
@@ -195,6 +203,7 @@ class Pipeline:
                     forward_func=_pass_through,
                     shared_weight_attr="weight",
                     model=model,
+                    vision=False,
                 )
             )
         chunks = p.pp * p.virtual_pp
@@ -223,11 +232,18 @@ class Pipeline:
         self, batches: list[dict], norm: dict[str, float], optimizer
     ) -> tuple[float, dict[str, float]]:
         """The step's loss (NLL plus the weighted MoE load-balancing loss, as one process logs it)."""
-        cat = {
-            k: paddle.concat([b[k] for b in batches])
-            for k in ("input_ids", "position_ids", "segment_ids", "labels")
-        }
-        data = [(cat["input_ids"], cat["position_ids"], cat["segment_ids"]), cat["labels"]]
+        cat = {k: paddle.concat([b[k] for b in batches]) for k in ("input_ids", "segment_ids", "labels")}
+        if self.loss.model_ref[0].args.vision is None:
+            inputs = (
+                cat["input_ids"],
+                paddle.concat([b["position_ids"] for b in batches]),
+                cat["segment_ids"],
+            )
+        else:  # fleet hands list entries out one per micro-batch: [3, B, S] positions, images of any count
+            keys = ("position_ids", "pixel_values", "image_grid_thw")
+            per_batch = [[b.get(k) for b in batches] for k in keys]
+            inputs = (cat["input_ids"], per_batch[0], cat["segment_ids"], *per_batch[1:])
+        data = [inputs, cat["labels"]]
         self.loss.norm_tokens, self.loss.micro_batches = norm["tokens"], len(batches)
         a = self.loss.model_ref[0].args
         # one process: loss += coef * mean over MoE layers (of each micro-batch) / micro-batches

@@ -207,6 +207,54 @@ def test_layout_matches_one_process(name, tmp_path):
     assert_same(launch(tmp_path, nproc, *dist_overrides), single(tmp_path, *single_overrides))
 
 
+# The VL debug recipe: images in packed rows, a 2-block vision tower, the resampler, and a decoder whose
+# second layer routes image tokens to their own experts. Aux-loss-free (its load-balancing loss is a
+# per-micro-batch statistic): the correction biases move after every step, on every layout alike.
+VL = "ernie4_5_vl/debug_sft"
+VL_COMMON = ["model.router_aux_loss_coef=0", "model.moe_bias_update_rate=0.001"]
+VL_SCENARIOS = {
+    # one process runs the same micro-batches (the load-balancing statistic is reported per micro-batch):
+    # each of 2 ranks takes 2 of the step's 4 micro-batches of 2 rows (the recipe accumulates 2)
+    "vl-dp2": (
+        2,
+        ["parallel.dp=2", "train.micro_batch_size=2"],
+        ["train.micro_batch_size=2", "train.grad_accum=4"],
+    ),
+    "vl-sharding2": (
+        2,
+        ["parallel.sharding.degree=2", "train.micro_batch_size=2"],
+        ["train.micro_batch_size=2", "train.grad_accum=4"],
+    ),
+    # vision heads, MLPs and resampler stages split too; both expert sets replicated
+    "vl-tp2": (2, ["parallel.tp=2", "train.micro_batch_size=4"], ["train.micro_batch_size=4"]),
+    # text and vision experts each split over the tensor group
+    "vl-tp2-ep2-tp": (
+        2,
+        ["parallel.tp=2", "parallel.ep=2", "parallel.ep_group=tp", "train.micro_batch_size=4"],
+        ["train.micro_batch_size=4"],
+    ),
+    # both sets exchanged over data ranks (a rank without image tokens still joins the vision exchange)
+    "vl-ep2-dp": (
+        2,
+        ["parallel.dp=2", "parallel.ep=2", "train.micro_batch_size=2"],
+        ["train.micro_batch_size=2", "train.grad_accum=4"],
+    ),
+    # the vision encoder on the first stage, images handed to it per micro-batch
+    "vl-pp2": (
+        2,
+        ["parallel.pp=2", "train.micro_batch_size=2", "train.grad_accum=4"],
+        ["train.micro_batch_size=2", "train.grad_accum=4"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(VL_SCENARIOS))
+def test_vl_layout_matches_one_process(name, tmp_path):
+    nproc, dist_overrides, single_overrides = VL_SCENARIOS[name]
+    got = launch(tmp_path, nproc, *VL_COMMON, *dist_overrides, recipe=VL)
+    assert_same(got, single(tmp_path, *VL_COMMON, *single_overrides, recipe=VL))
+
+
 def test_dpo_under_tensor_parallelism(tmp_path):
     args = ["train.micro_batch_size=2", "train.grad_accum=1", "train.eval_on_start=false"]
     assert_same(

@@ -95,6 +95,12 @@ class CausalLM(nn.Layer):
             compute_logits,
         )
 
+    def embed(self, input_ids: paddle.Tensor, *media) -> tuple[paddle.Tensor, paddle.Tensor | None]:
+        """Input embeddings [B, S, H] and MoE token types (None: all text); a VL model splices images."""
+        if any(m is not None for m in media):
+            raise ValueError(f"a {self.args.family} model reads no images")
+        return self.embed_tokens(input_ids), None
+
     def decode(
         self,
         x: paddle.Tensor,

@@ -185,6 +185,11 @@ class MoE(nn.Layer):
         for (gate, experts, usage), mask in zip(self.routed_sets(), (~vision, vision)):
             rows = paddle.nonzero(mask).reshape([-1])
             if rows.shape[0] == 0:
+                if getattr(
+                    experts, "collective", False
+                ):  # experts over ranks: join the exchange empty-handed
+                    k = gate.top_k
+                    experts(x_th[:0], paddle.zeros([0, k], "int64"), paddle.zeros([0, k], "float32"))
                 continue
             out, p, c = self._route(gate, experts, usage, paddle.gather(x_th, rows))
             y = paddle.index_add(y, rows, 0, out)

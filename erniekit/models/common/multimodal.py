@@ -67,21 +67,31 @@ class VisionLanguageModel(CausalLM):
         """As CausalLM.forward, plus images (and videos) for the placeholders in input_ids. Without
         position_ids, positions follow the reference's 3D counter over the real tokens (key_padding)."""
         v = self.args.vision
-        x = self.embed_tokens(input_ids)
-        if pixel_values is not None:
-            x = splice(x, input_ids, v.image_token_id, self.vision(pixel_values, image_grid_thw))
-        if pixel_values_videos is not None:
-            x = splice(x, input_ids, v.video_token_id, self.vision(pixel_values_videos, video_grid_thw))
+        x, token_types = self.embed(
+            input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
+        )
         if position_ids is None and (cache is None or cache.length == 0):
             real = None if key_padding is None else key_padding[:, -input_ids.shape[1] :].numpy()
             pos, _ = multimodal_positions(
                 input_ids.numpy(), real, _grids(image_grid_thw), _grids(video_grid_thw), v
             )
             position_ids = paddle.to_tensor(pos)
-        token_types = paddle.isin(input_ids, self.vision_token_ids)
         return self.decode(
             x, position_ids, segment_ids, branch_ids, key_padding, cache, compute_logits, token_types
         )
+
+    def embed(
+        self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Token embeddings with the images' (and videos') encodings over their placeholders, and the
+        token types that route the MoE: True for image/video tokens and their start/end markers."""
+        v = self.args.vision
+        x = self.embed_tokens(input_ids)
+        if pixel_values is not None:
+            x = splice(x, input_ids, v.image_token_id, self.vision(pixel_values, image_grid_thw))
+        if pixel_values_videos is not None:
+            x = splice(x, input_ids, v.video_token_id, self.vision(pixel_values_videos, video_grid_thw))
+        return x, paddle.isin(input_ids, self.vision_token_ids)
 
     def prompt_positions(self, ids: np.ndarray, real: np.ndarray, images=None, videos=None):
         """Prefill positions [3, B, S] and the decode offsets [B] (see the module doc)."""

@@ -204,7 +204,36 @@ def apply_tensor_parallel(model: CausalLM, ctx) -> dict[str, Split]:
     if model.lm_head is not None:
         model.lm_head = _column(model.lm_head, (), ctx, "lm_head", splits)
     model.vocab_group = ctx.group("tp")
+    if a.vision is not None:
+        _vision_tensor_parallel(model, ctx, splits)
     return splits
+
+
+def _vision_tensor_parallel(model, ctx, splits: dict) -> None:
+    """A vision-language model's encoder, Megatron style too: each block's qkv column-split by heads
+    ([q_r | k_r | v_r]) and its output projection row-split; every two-layer MLP (block MLPs, ERNIE VL's
+    resampler stages, PaddleOCR-VL's projector) column- then row-split. The LayerNorms after them see
+    whole (all-reduced) activations; the resampler's projection to the decoder width stays replicated."""
+    v, t = model.args.vision, ctx.tp_world
+    if v.num_heads % t:
+        raise ValueError(f"tensor parallelism: vision num_heads={v.num_heads} is not divisible by tp={t}")
+    d = v.hidden_size
+
+    def mlp(owner, first: str, second: str, prefix: str) -> None:
+        setattr(owner, first, _column(getattr(owner, first), (), ctx, f"{prefix}.{first}", splits))
+        setattr(owner, second, _row(getattr(owner, second), ctx, f"{prefix}.{second}", splits))
+
+    for i, block in enumerate(model.vision.tower.blocks):
+        prefix = f"vision.tower.blocks.{i}"
+        block.attn.qkv = _column(block.attn.qkv, (d, d, d), ctx, f"{prefix}.attn.qkv", splits)
+        block.attn.proj = _row(block.attn.proj, ctx, f"{prefix}.attn.proj", splits)
+        block.attn.num_heads //= t
+        mlp(block.mlp, "fc1", "fc2", f"{prefix}.mlp")
+    for name, stage in model.vision.named_sublayers():
+        if name in ("resampler.spatial_linear", "resampler.temporal_linear"):
+            mlp(stage, "fc1", "fc2", f"vision.{name}")
+        elif name == "projector":
+            mlp(stage, "linear_1", "linear_2", "vision.projector")
 
 
 # --- experts split over the tensor group (each rank computes its experts for every token) ---------------
@@ -255,11 +284,20 @@ def _shard_experts(experts: Experts, ctx, prefix: str, splits: dict) -> None:
     experts.num_experts, experts.offset, experts.group = local, rank * local, ctx.group("tp")
 
 
-def apply_expert_parallel_tp(model: CausalLM, ctx) -> dict[str, Split]:
-    splits: dict[str, Split] = {}
+def _expert_sets(model: CausalLM):
+    """(prefix, Experts) of every routed set: each MoE layer's, text and (VL models) vision."""
     for i, layer in enumerate(model.layers):
         if isinstance(layer.mlp, MoE):
-            _shard_experts(layer.mlp.experts, ctx, f"layers.{i}.mlp.experts", splits)
+            for name in ("experts", "vision_experts"):
+                experts = getattr(layer.mlp, name)
+                if experts is not None:
+                    yield f"layers.{i}.mlp.{name}", experts
+
+
+def apply_expert_parallel_tp(model: CausalLM, ctx) -> dict[str, Split]:
+    splits: dict[str, Split] = {}
+    for prefix, experts in _expert_sets(model):
+        _shard_experts(experts, ctx, prefix, splits)
     return splits
 
 
@@ -336,10 +374,7 @@ def apply_expert_parallel_dp(model: CausalLM, ctx, ep: int) -> tuple[dict[str, S
     group = groups[ctx.data_rank // ep]
     rank = ctx.data_rank % ep
     splits: dict[str, Split] = {}
-    for i, layer in enumerate(model.layers):
-        if not isinstance(layer.mlp, MoE):
-            continue
-        experts, prefix = layer.mlp.experts, f"layers.{i}.mlp.experts"
+    for prefix, experts in _expert_sets(model):
         if experts.num_experts % ep:
             raise ValueError(f"{prefix}: {experts.num_experts} experts are not divisible by ep={ep}")
         local = experts.num_experts // ep
@@ -357,6 +392,7 @@ def apply_expert_parallel_dp(model: CausalLM, ctx, ep: int) -> tuple[dict[str, S
         base = LoRAExperts if isinstance(experts, LoRAExperts) else Experts
         experts.__class__ = type(f"ExpertParallel{base.__name__}", (_ExpertParallelDP, base), {})
         experts.num_experts, experts.offset, experts.group = local, rank * local, group
+        experts.collective = True  # every rank of the group joins each exchange, with or without tokens
     return splits, group
 
 
