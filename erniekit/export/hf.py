@@ -16,7 +16,7 @@ from pathlib import Path
 from erniekit.models import save_pretrained, state_dict_numpy
 from erniekit.peft.adapter import save_peft_adapter
 from erniekit.peft.lora import lora_layers, merged_state
-from erniekit.trainer.restore import restore
+from erniekit.trainer.restore import recipe_processor, restore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def export_hf(
         log.info("wrote PEFT adapter to %s (base model: %s)", out, base)
         return out
     arrays = {k: v.numpy() for k, v in merged_state(model).items()} if has_lora else None
-    save_pretrained(model, out, dtype, max_shard_size, arrays=arrays)
+    save_pretrained(
+        model, out, dtype, max_shard_size, arrays=arrays, processor=recipe_processor(recipe, model.args)
+    )
     _write_tokenizer(tokenizer, out)
     log.info("wrote %s model to %s", "merged" if has_lora else "full", out)
     return out

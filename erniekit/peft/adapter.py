@@ -17,11 +17,17 @@ from erniekit.config.schema import LoraConfig
 from erniekit.errors import CheckpointError
 from erniekit.peft.lora import LoRAExperts, LoRALinear, lora_layers
 
-PEFT_PREFIX = "base_model.model.model."
+PEFT_PREFIX = "base_model.model."
 
 
 def peft_tensors(model) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The adapter tensors under PEFT names, and the HF module names they target."""
+    """The adapter tensors under PEFT names, and the HF module names they target. A family's
+    ``hf.peft_module(our module name)`` gives the transformers module a layer is (default: under
+    ``model.``), or None where transformers' modules are shaped differently."""
+    from erniekit.models import family
+
+    custom = getattr(family(model.args.family).hf, "peft_module", None)
+    module_of = custom or (lambda name: f"model.{name}")
     tensors: dict[str, np.ndarray] = {}
     targets: set[str] = set()
     for name, layer in lora_layers(model):
@@ -37,10 +43,18 @@ def peft_tensors(model) -> tuple[dict[str, np.ndarray], list[str]]:
         start = 0
         for part in layer.parts:
             if part.active:
-                module = f"{PEFT_PREFIX}{parent}.{part.name}"
+                hf_module = module_of(f"{parent}.{part.name}")
+                if hf_module is None:
+                    raise CheckpointError(
+                        f"LoRA on {name} has no PEFT adapter form (transformers' module is shaped "
+                        "differently); export with --merge-lora instead"
+                    )
+                module = f"{PEFT_PREFIX}{hf_module}"
                 tensors[f"{module}.lora_A.weight"] = np.ascontiguousarray(a)
                 tensors[f"{module}.lora_B.weight"] = np.ascontiguousarray(b[:, start : start + part.width].T)
-                targets.add(part.name)
+                # a VL model has leaf names that mean two things (the resampler's "mlp" is a linear,
+                # a decoder layer's "mlp" its feed-forward block): it lists whole module names
+                targets.add(hf_module if custom else part.name)
             start += part.width
     if not tensors:
         raise CheckpointError("this model has no LoRA adapters to export")

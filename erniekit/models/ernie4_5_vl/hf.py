@@ -312,6 +312,15 @@ def vision_params(args: ModelArgs) -> int:
     return tower + merge + temporal + (s * args.hidden_size + args.hidden_size) + args.hidden_size
 
 
+def peft_module(name: str) -> str:
+    """Our module name -> transformers' (PEFT adapters address modules by it)."""
+    if name.startswith("vision.tower."):
+        return "model.vision_tower." + name.removeprefix("vision.tower.")
+    if name.startswith("vision.resampler."):
+        return "model.resampler_model." + name.removeprefix("vision.resampler.")
+    return "model.language_model." + name
+
+
 IMAGE_PROCESSOR: dict = {}  # erniekit.data.images.ImageProcessor's defaults are ERNIE VL's
 CHAT_TEMPLATE = "ernie4_5_vl"  # how image parts render in a prompt (erniekit.tokenizer.templates)
 KEEP_FLOAT32 = ("mlp.gate.weight", "e_score_correction_bias")  # both routers (weight, weight_1) stay fp32

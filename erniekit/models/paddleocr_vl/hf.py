@@ -193,6 +193,18 @@ def vision_params(args: ModelArgs) -> int:
     return tower + 2 * d + (s * s + s) + (s * args.hidden_size + args.hidden_size)
 
 
+def peft_module(name: str) -> str | None:
+    """Our module name -> transformers' (PEFT adapters address modules by it); None for the encoder's
+    fused qkv, which transformers keeps as three projections."""
+    if name.startswith("vision.projector."):
+        return "model.projector." + name.removeprefix("vision.projector.")
+    if name.startswith("vision.tower.blocks."):
+        index, _, rest = name.removeprefix("vision.tower.blocks.").partition(".")
+        hf = {"attn.proj": "self_attn.out_proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}.get(rest)
+        return None if hf is None else f"model.visual.vision_model.encoder.layers.{index}.{hf}"
+    return "model.language_model." + name
+
+
 # transformers' processor class defaults (released checkpoints ship their own preprocessor_config.json)
 IMAGE_PROCESSOR = dict(min_pixels=384 * 384, max_pixels=1536 * 1536, block_major=False, lift_small_side=True)
 CHAT_TEMPLATE = "paddleocr_vl"  # how image parts render in a prompt (erniekit.tokenizer.templates)
