@@ -19,18 +19,16 @@ def load_for_inference(path: str | Path):
     from erniekit.export.hf import merged_model
     from erniekit.models import adapt_tokenizer, image_processor, load_model
     from erniekit.tokenizer import load_tokenizer
-    from erniekit.trainer.restore import restore
+    from erniekit.trainer.restore import recipe_processor, restore
 
     path = Path(path)
     if (path / "config.json").is_file():
-        model, tokenizer, weights_dir = load_model(path), load_tokenizer(path), path
+        model, tokenizer = load_model(path), load_tokenizer(path)
         model.eval()
-    else:
-        recipe, tokenizer, model = restore(path)
-        model, weights_dir = merged_model(model), recipe.model.path
-    adapt_tokenizer(tokenizer, model.args)
-    processor = image_processor(model.args, weights_dir) if model.args.vision is not None else None
-    return tokenizer, model, processor
+        adapt_tokenizer(tokenizer, model.args)
+        return tokenizer, model, image_processor(model.args, path) if model.args.vision else None
+    recipe, tokenizer, model = restore(path)
+    return tokenizer, merged_model(model), recipe_processor(recipe, model.args)
 
 
 class StreamPrinter:
@@ -63,20 +61,14 @@ def reply(
     seed: int | None = None,
     processor=None,
 ) -> str:
-    vision = {}
-    if processor is not None:
-        from erniekit.data.multimodal import encode_conversation
+    from erniekit.data.multimodal import PromptEncoder
 
-        ids, _, images, videos = encode_conversation(
-            tokenizer, processor, model.args.vision, messages, add_generation_prompt=True
-        )
-        vision = dict(images=[images], videos=[videos])
-    else:
-        ids, _ = tokenizer.encode_chat(messages, add_generation_prompt=True)
+    ids, images, videos = PromptEncoder(tokenizer, processor, model.args.vision)(messages)
     printer = StreamPrinter(tokenizer, out) if out is not None else None
     tokens = model.generate(
         [ids],
-        **vision,
+        images=[images],
+        videos=[videos],
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,

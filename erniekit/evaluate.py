@@ -16,18 +16,25 @@ from erniekit.data.prompts import read_prompts
 from erniekit.scoring import resolve_scorer
 
 
-def generation_scores(tokenizer, model, recipe: Recipe) -> tuple[dict, list[dict]]:
+def generation_scores(tokenizer, model, recipe: Recipe, processor=None) -> tuple[dict, list[dict]]:
+    """Generate for every {prompt, answer} record of eval.generation and score; a vision-language model
+    (``processor`` given) reads the prompts' images, paths relative to the prompt file."""
+    from erniekit.data.multimodal import PromptEncoder
+
     cfg = recipe.eval
     scorer = resolve_scorer(cfg.scorer)
+    encode = PromptEncoder(tokenizer, processor, model.args.vision)
     results, samples = {}, []
     for spec in cfg.generation:
         records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples)
         scores = []
         for i in range(0, len(records), cfg.batch_size):
             chunk = records[i : i + cfg.batch_size]
-            prompts = [tokenizer.encode_chat(r.messages, add_generation_prompt=True)[0] for r in chunk]
+            prompts, images, videos = zip(*(encode(r.messages, r.base_dir) for r in chunk))
             outs = model.generate(
-                prompts,
+                list(prompts),
+                images=list(images),
+                videos=list(videos),
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
                 eos_token_ids=tokenizer.stop_ids,
@@ -50,7 +57,7 @@ def loss_scores(tokenizer, model, recipe: Recipe) -> dict:
         return {}
     from erniekit.methods.sft import SFT
 
-    return SFT(recipe, tokenizer).evaluate(model)
+    return SFT(recipe, tokenizer, model).evaluate(model)
 
 
 def target_recipe(
@@ -84,12 +91,15 @@ def run_eval(
 
     recipe, weights = target_recipe(target, overrides, data, generation)
     if weights == "recipe":
+        from erniekit.trainer.restore import recipe_processor
+
         tokenizer, model = model_from_recipe(recipe)
         model.eval()
+        processor = recipe_processor(recipe, model.args)
     else:
-        tokenizer, model, _ = load_for_inference(weights)
+        tokenizer, model, processor = load_for_inference(weights)
     results = {"loss": loss_scores(tokenizer, model, recipe)}
-    results["generation"], samples = generation_scores(tokenizer, model, recipe)
+    results["generation"], samples = generation_scores(tokenizer, model, recipe, processor)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({**results, "samples": samples}, indent=2, ensure_ascii=False) + "\n")

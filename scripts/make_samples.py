@@ -240,13 +240,14 @@ SHAPES, COLORS = (
 )
 
 
-def vl_shapes(rng: random.Random, n: int, out: Path) -> tuple[list[dict], list[dict]]:
+def vl_shapes(rng: random.Random, n: int, out: Path) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
     """Pictures of one coloured shape each, and questions about them in two VL record layouts:
-    ERNIEKit's (text_info/image_info) and chat messages with image parts; images under vl_images/."""
+    ERNIEKit's (text_info/image_info) and chat messages with image parts; plus preference pairs (the
+    right colour over a wrong one) and RL prompts (the colour is the answer); images under vl_images/."""
     from PIL import Image, ImageDraw
 
     (out / "vl_images").mkdir(parents=True, exist_ok=True)
-    erniekit_rows, message_rows = [], []
+    erniekit_rows, message_rows, pairs, prompts = [], [], [], []
     for i in range(n):
         shape, color = rng.choice(SHAPES), rng.choice(sorted(COLORS))
         w, h = rng.choice([(56, 56), (84, 56), (56, 84)])
@@ -264,6 +265,11 @@ def vl_shapes(rng: random.Random, n: int, out: Path) -> tuple[list[dict], list[d
         name = f"vl_images/shape_{i:03d}.png"
         img.save(out / name, optimize=True)
         answer = f"A {color} {shape}."
+        colours = sorted(COLORS)
+        wrong = colours[(colours.index(color) + 1) % len(colours)]
+        ask = [{"type": "image", "image": name}, {"type": "text", "text": "What colour is the shape?"}]
+        pairs.append({"prompt": [{"role": "user", "content": ask}], "chosen": color, "rejected": wrong})
+        prompts.append({"prompt": [{"role": "user", "content": ask}], "answer": color})
         if i % 2:
             erniekit_rows.append(
                 {
@@ -279,7 +285,7 @@ def vl_shapes(rng: random.Random, n: int, out: Path) -> tuple[list[dict], list[d
             message_rows.append(
                 {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]}
             )
-    return erniekit_rows, message_rows
+    return erniekit_rows, message_rows, pairs, prompts
 
 
 def main() -> None:
@@ -302,9 +308,11 @@ def main() -> None:
     texts += ["User: Assistant: " for _ in range(20)] + DODGES
     train_tokenizer(texts, OUT / "ernie_tokenizer")
     vl_tokenizer(OUT / "ernie_tokenizer", OUT / "ernie_vl_tokenizer")
-    vl_erniekit, vl_messages = vl_shapes(random.Random(20261201), 120, OUT)
+    vl_erniekit, vl_messages, vl_pairs, vl_prompts = vl_shapes(random.Random(20261201), 120, OUT)
     write_jsonl(OUT / "vl_shapes_erniekit.jsonl", vl_erniekit)
     write_jsonl(OUT / "vl_shapes_messages.jsonl", vl_messages)
+    write_jsonl(OUT / "vl_shapes_dpo.jsonl", vl_pairs)
+    write_jsonl(OUT / "vl_shapes_rl.jsonl", vl_prompts)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,12 @@ class DataConfig:
     template: str | None = option(
         None, "Chat template (ernie4_5, ernie4_5_vl, paddleocr_vl, chatml, plain); default: the tokenizer's."
     )
+    image_min_pixels: int | None = option(
+        None, "Smallest image area after resizing (pixels); default: the model's preprocessor config.", gt=0
+    )
+    image_max_pixels: int | None = option(
+        None, "Largest image area after resizing (pixels); default: the model's preprocessor config.", gt=0
+    )
     skip_bad_lines: bool = option(False, "Skip and count malformed records instead of stopping at the first.")
     shuffle: bool = option(True, "Shuffle examples every epoch (seeded by train.seed).")
     cache_dir: str | None = option(None, "Cache for tokenized datasets; default: the datasets library's.")

@@ -51,12 +51,14 @@ def cached_dataset(
     limit: int | None,
     stats,
     dependencies: list[Path] | None = None,
+    features: dict | None = None,
 ):
     """A ``datasets.Dataset`` of ``encode(record)`` rows (None rows are dropped), from cache when valid.
 
     ``stats`` (a TokenStats-like object with ``as_dict``) is filled on a fresh build and restored from
     the cache's sidecar file otherwise, so counts are reported either way. ``dependencies`` is a list
     ``encode`` appends the files it read to (images); the cache is valid while they are unchanged.
+    ``features`` gives some columns' ``datasets`` types (e.g. large binary image bytes).
     """
     import datasets
 
@@ -101,7 +103,13 @@ def cached_dataset(
         log.warning("skipped %s", line)
     if not rows[next(iter(rows))]:
         raise DataError(f"{path}: no usable examples ({json.dumps(stats.as_dict())})")
-    ds = datasets.Dataset.from_dict(rows)
+    types = None
+    if features:  # the declared columns' types; the rest inferred as before
+        inferred = datasets.Dataset.from_dict(
+            {c: v[:1] for c, v in rows.items() if c not in features}
+        ).features
+        types = datasets.Features({**inferred, **{c: features[c] for c in rows if c in features}})
+    ds = datasets.Dataset.from_dict(rows, features=types)
     # several processes (data-parallel ranks) may build the same cache at once: each writes its own
     # temporary directory and renames it into place; a loser of that race drops its copy (identical)
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")

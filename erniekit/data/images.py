@@ -42,6 +42,7 @@ class ImageInputs:
 
     pixel_values: np.ndarray  # [P, C * t_p * p * p] float32
     grid_thw: np.ndarray  # [n, 3] int64, in patches
+    frames: list[np.ndarray] | None = None  # the resized uint8 frames [f, H, W, 3] of each image (caching)
 
     def tokens(self, merge: int) -> list[int]:
         """Decoder tokens each image takes: t * h * w / merge^2."""
@@ -145,39 +146,42 @@ class ImageProcessor:
 
     def __call__(self, images: Sequence) -> ImageInputs:
         """Images (PIL images, file paths, or HWC uint8 arrays) -> one ImageInputs, in order."""
-        patches, grids = [], []
-        for image in images:
-            p, grid = self._frames([load_image(image) if not _is_pil(image) else image])
-            patches.append(p)
-            grids.append(grid)
-        c = 3 * self.temporal_patch_size * self.patch_size**2
-        pixels = np.concatenate(patches) if patches else np.zeros((0, c), np.float32)
-        return ImageInputs(pixels, np.array(grids, dtype=np.int64).reshape(-1, 3))
+        return self.from_frames([self.resize([img if _is_pil(img) else load_image(img)]) for img in images])
 
     def video(self, frames: Sequence) -> ImageInputs:
         """A video given as its frames (PIL images or paths) -> ImageInputs with one grid of t frames."""
-        patches, grid = self._frames([f if _is_pil(f) else load_image(f) for f in frames])
-        return ImageInputs(patches, np.array([grid], dtype=np.int64))
+        return self.from_frames([self.resize([f if _is_pil(f) else load_image(f) for f in frames])])
 
-    def _frames(self, frames: list) -> tuple[np.ndarray, list[int]]:
+    def resize(self, frames: list) -> np.ndarray:
+        """The costly half: PIL frames -> uint8 [f, H', W', 3], RGB, smart-resized (the first frame's
+        size for all), padded to a multiple of the temporal patch by repeating the last frame."""
         from PIL import Image
 
-        first = frames[0]
-        height, width = self.smart_resize(first.height, first.width)
-        arrays = []
+        height, width = self.smart_resize(frames[0].height, frames[0].width)
+        out = []
         for frame in frames:
             rgb = to_rgb(frame)
             if rgb.size != (width, height):
                 rgb = rgb.resize((width, height), resample=Image.Resampling.BICUBIC)
-            x = (np.asarray(rgb).astype(np.float64) * self.rescale_factor).astype(np.float32)  # [H, W, C]
-            mean, std = np.array(self.mean, np.float32), np.array(self.std, np.float32)
-            arrays.append(((x - mean) / std).transpose(2, 0, 1))  # [C, H, W]
-        tp = self.temporal_patch_size
-        while len(arrays) % tp:
-            arrays.append(arrays[-1])  # pad the last temporal patch by repeating the last frame
-        video = np.stack(arrays)  # [T, C, H, W]
-        p, m = self.patch_size, self.merge_size
-        gt, gh, gw = len(arrays) // tp, height // p, width // p
+            out.append(np.asarray(rgb))
+        while len(out) % self.temporal_patch_size:
+            out.append(out[-1])
+        return np.stack(out)
+
+    def from_frames(self, items: list[np.ndarray]) -> ImageInputs:
+        """Resized uint8 frames (one [f, H, W, 3] array per image or video) -> normalised patches."""
+        c = 3 * self.temporal_patch_size * self.patch_size**2
+        patches, grids = zip(*(self._patches(frames) for frames in items)) if items else ((), ())
+        pixels = np.concatenate(patches) if patches else np.zeros((0, c), np.float32)
+        return ImageInputs(pixels, np.array(grids, dtype=np.int64).reshape(-1, 3), list(items))
+
+    def _patches(self, frames: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        x = (frames.astype(np.float64) * self.rescale_factor).astype(np.float32)  # [f, H, W, C]
+        mean, std = np.array(self.mean, np.float32), np.array(self.std, np.float32)
+        video = ((x - mean) / std).transpose(0, 3, 1, 2)  # [f, C, H, W]
+        f, _, height, width = video.shape
+        p, m, tp = self.patch_size, self.merge_size, self.temporal_patch_size
+        gt, gh, gw = f // tp, height // p, width // p
         if self.block_major:
             x = video.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
             # -> (t, block row, block col, row in block, col in block, C, t_p, py, px)

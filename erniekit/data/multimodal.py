@@ -100,6 +100,24 @@ def encode_conversation(
     return ids, trainable, images, videos
 
 
+class PromptEncoder:
+    """Conversations -> prompt ids and their images, for a text model (processor None: the chat
+    template alone) or a vision-language one (images preprocessed, placeholders expanded)."""
+
+    def __init__(self, tokenizer, processor: ImageProcessor | None = None, vision=None):
+        self.tokenizer, self.processor, self.vision = tokenizer, processor, vision
+
+    def __call__(
+        self, messages: list[dict], base_dir: str | Path | None = None, add_generation_prompt: bool = True
+    ) -> tuple[list[int], ImageInputs | None, ImageInputs | None]:
+        if self.processor is None:
+            return self.tokenizer.encode_chat(messages, add_generation_prompt)[0], None, None
+        ids, _, images, videos = encode_conversation(
+            self.tokenizer, self.processor, self.vision, messages, add_generation_prompt, base_dir
+        )
+        return ids, images, videos
+
+
 def _frames(source) -> list:
     if isinstance(source, (list, tuple)) and source:
         return list(source)
@@ -165,23 +183,40 @@ MEDIA_COLUMNS = ("pixels", "grids", "video_pixels", "video_grids")
 
 
 def media_columns(images: ImageInputs | None, videos: ImageInputs | None) -> dict:
-    """Images as dataset columns: float32 patch bytes and [t, h, w] grids (empty when none)."""
+    """Images as dataset columns: their resized uint8 frames (bytes, before normalisation and patching:
+    a quarter of the float32 patches) and their [t, h, w] grids (empty when none)."""
 
     def split(x: ImageInputs | None) -> tuple[bytes, list]:
-        return (b"", []) if x is None else (x.pixel_values.astype("float32").tobytes(), x.grid_thw.tolist())
+        if x is None:
+            return b"", []
+        return b"".join(np.ascontiguousarray(f).tobytes() for f in x.frames), x.grid_thw.tolist()
 
     (pixels, grids), (video_pixels, video_grids) = split(images), split(videos)
     return {"pixels": pixels, "grids": grids, "video_pixels": video_pixels, "video_grids": video_grids}
 
 
-def media_inputs(row: dict, width: int) -> tuple[ImageInputs | None, ImageInputs | None]:
-    """Dataset columns back to (images, videos); ``width`` is a patch vector's length."""
+def media_features() -> dict:
+    """``datasets`` types of the media columns (frame bytes may pass 2 GiB per file: large_binary)."""
+    import datasets
+
+    grid = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
+    blob = datasets.Value("large_binary")
+    return {"pixels": blob, "grids": grid, "video_pixels": blob, "video_grids": grid}
+
+
+def media_inputs(row: dict, processor: ImageProcessor) -> tuple[ImageInputs | None, ImageInputs | None]:
+    """Dataset columns back to (images, videos), normalised and patched by ``processor``."""
 
     def join(pixels: bytes, grids) -> ImageInputs | None:
         if not grids:
             return None
-        values = np.frombuffer(pixels, dtype=np.float32).reshape(-1, width)
-        return ImageInputs(values, np.asarray(grids, dtype=np.int64).reshape(-1, 3))
+        data, start, items = np.frombuffer(pixels, np.uint8), 0, []
+        p, tp = processor.patch_size, processor.temporal_patch_size
+        for t, h, w in grids:
+            size = t * tp * h * p * w * p * 3
+            items.append(data[start : start + size].reshape(t * tp, h * p, w * p, 3))
+            start += size
+        return processor.from_frames(items)
 
     return join(row["pixels"], row["grids"]), join(row["video_pixels"], row["video_grids"])
 

@@ -66,36 +66,52 @@ def collate(
     return out
 
 
-def collate_shared_prefix(rows: Sequence[Sequence[tuple]], pad_id: int, length: int | None = None) -> dict:
+def collate_shared_prefix(
+    rows: Sequence[Sequence[tuple]], pad_id: int, length: int | None = None, vision=None
+) -> dict:
     """Rows of items ``(prompt, [(reply, key), ...])`` -> arrays, each item packed once as
     [prompt | reply 1 | reply 2 | ...] with branch ids 0, 1, 2, ... and every reply positioned right after
     the prompt (a DPO pair has two replies, a GRPO group one per sampled completion).
+
+    With ``vision`` (a VL model's VisionArgs) items are ``(prompt, replies, (images, videos))``:
+    position_ids are 3D [3, B, S], the prompt's from the multimodal counter and each reply continuing
+    on all axes after the prompt's largest position; the prompts' images (each once) are added as
+    pixel_values / image_grid_thw (and videos), in the order of the rows and items.
 
     Targets are listed sparsely, since the prompt's last token predicts the first token of every reply:
     ``target_index`` (flat position in [B*S]), ``target_token`` and ``target_seq`` (the reply's number in
     the batch, in order); ``seq_keys`` [n_replies, len(key)] carries each reply's key.
     """
-    longest = max(sum(len(p) + sum(len(r) for r, _ in replies) for p, replies in row) for row in rows)
+    longest = max(sum(len(p) + sum(len(r) for r, _ in replies) for p, replies, *_ in row) for row in rows)
     length = length or longest
     b = len(rows)
-    out = {
-        name: np.zeros((b, length), np.int64)
-        for name in ("input_ids", "position_ids", "segment_ids", "branch_ids")
-    }
+    out = {name: np.zeros((b, length), np.int64) for name in ("input_ids", "segment_ids", "branch_ids")}
+    positions = np.zeros((3, b, length) if vision is not None else (1, b, length), np.int64)
     out["input_ids"][:] = pad_id
-    index, token, seq, keys = [], [], [], []
+    index, token, seq, keys, media = [], [], [], [], []
     for row_i, row in enumerate(rows):
         start, base = 0, row_i * length
-        for seg, (prompt, replies) in enumerate(row, start=1):
+        for seg, (prompt, replies, *extra) in enumerate(row, start=1):
             n_p = len(prompt)
             end = start + n_p + sum(len(r) for r, _ in replies)
             out["input_ids"][row_i, start:end] = [*prompt, *(t for r, _ in replies for t in r)]
-            out["position_ids"][row_i, start : start + n_p] = np.arange(n_p)
+            first = n_p  # where replies start counting
+            if vision is None:
+                positions[0, row_i, start : start + n_p] = np.arange(n_p)
+            else:
+                from erniekit.data.positions import multimodal_positions
+
+                images, videos = extra[0] if extra else (None, None)
+                grids = [x.grid_thw if x is not None else [] for x in (images, videos)]
+                doc, delta = multimodal_positions(np.asarray([prompt]), None, *grids, vision)
+                positions[:, row_i, start : start + n_p] = doc[:, 0]
+                first = n_p + int(delta[0])
+                media.append((images, videos))
             out["segment_ids"][row_i, start:end] = seg
             offset = start + n_p
             for branch, (reply, key) in enumerate(replies, start=1):
                 span = slice(offset, offset + len(reply))
-                out["position_ids"][row_i, span] = np.arange(n_p, n_p + len(reply))
+                positions[:, row_i, span] = np.arange(first, first + len(reply))
                 out["branch_ids"][row_i, span] = branch
                 # token j of a reply is predicted at the previous position: the prompt's last token for j=0
                 index += [base + start + n_p - 1] + [base + offset + j - 1 for j in range(1, len(reply))]
@@ -104,6 +120,16 @@ def collate_shared_prefix(rows: Sequence[Sequence[tuple]], pad_id: int, length: 
                 keys.append(key)
                 offset += len(reply)
             start = end
+    out["position_ids"] = positions if vision is not None else positions[0]
+    if vision is not None:
+        from erniekit.data.images import ImageInputs
+
+        for (name, grid), items in zip(
+            (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")), zip(*media)
+        ):
+            joined = ImageInputs.concat(list(items))
+            if joined is not None:
+                out[name], out[grid] = joined.pixel_values, joined.grid_thw
     out.update(
         target_index=np.array(index, np.int64),
         target_token=np.array(token, np.int64),

@@ -94,7 +94,7 @@ def to_pair_messages(record: dict, fmt: str = "auto") -> tuple[list[dict], str, 
         messages = messages + extra_c
     if not all(isinstance(t, str) for t in (chosen, rejected)):
         raise ValueError("chosen and rejected replies must be strings")
-    check_messages(messages, allow_open=True)
+    check_messages(messages, allow_open=True, media=True)
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("the prompt must end with a user message")
     return messages, chosen, rejected
@@ -123,14 +123,18 @@ def encode_pair(
     max_len: int,
     truncation: str,
     stats: TokenStats,
+    encode_chat=None,
 ) -> Pair | None:
-    """Token ids of the shared prompt and both replies (each ending with the end-of-turn token)."""
+    """Token ids of the shared prompt and both replies (each ending with the end-of-turn token).
+    ``encode_chat(messages, add_generation_prompt)`` replaces the tokenizer's (a VL model's expands
+    image placeholders)."""
+    encode_chat = encode_chat or tokenizer.encode_chat
 
     def encode(msgs):
-        prompt, _ = tokenizer.encode_chat(msgs, add_generation_prompt=True)
+        prompt, _ = encode_chat(msgs, add_generation_prompt=True)
         replies = []
         for text in (chosen, rejected):
-            ids, trainable = tokenizer.encode_chat([*msgs, {"role": "assistant", "content": text}])
+            ids, trainable = encode_chat([*msgs, {"role": "assistant", "content": text}], False)
             if ids[: len(prompt)] != prompt:
                 raise ValueError("the chat template does not render the prompt as a prefix of the reply")
             replies.append([t for t, keep in zip(ids[len(prompt) :], trainable[len(prompt) :]) if keep])

@@ -11,8 +11,10 @@ A record is ``{"prompt": str | [messages], "answer": str}``; ``question`` is acc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from erniekit.data.files import read_records
+from erniekit.data.files import read_records, resolve_data_path
+from erniekit.data.formats import Media
 from erniekit.errors import DataError
 from erniekit.tokenizer.templates import check_messages
 
@@ -23,22 +25,35 @@ class PromptRecord:
     messages: list[dict]  # the conversation so far, ending with a user turn
     answer: object
     data: dict
+    base_dir: Path | None = None  # where the record's image paths start (its file's directory)
 
 
 def to_prompt_messages(data: dict) -> list[dict]:
+    """The prompt conversation; for VL models its contents may hold image parts, or ``<image>`` tags
+    filled from the record's ``images`` list (as in training data)."""
     prompt = data.get("prompt", data.get("question"))
+    media = Media(data)
     if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": media.fill(prompt)}]
     elif isinstance(prompt, list):
-        messages = prompt
+        messages = [
+            {**m, "content": media.fill(m.get("content"))} if isinstance(m, dict) else m for m in prompt
+        ]
     else:
         raise ValueError("needs a 'prompt' (string or message list) or a 'question'")
+    media.check_all_used()
     if data.get("system") and messages[0].get("role") != "system":
         messages = [{"role": "system", "content": data["system"]}, *messages]
-    check_messages(messages, allow_open=True)
+    check_messages(messages, allow_open=True, media=True)
     if messages[-1]["role"] != "user":
         raise ValueError("the prompt must end with a user message")
     return messages
+
+
+def _filled(message, media: Media):
+    return (
+        {**message, "content": media.fill(message.get("content"))} if isinstance(message, dict) else message
+    )
 
 
 RG_SCHEME = "reasoning-gym://"
@@ -81,7 +96,7 @@ def reasoning_gym_prompts(spec: str, limit: int | None = None) -> list[PromptRec
 def read_prompts(path: str, skip_bad: bool = False, limit: int | None = None) -> list[PromptRecord]:
     if path.startswith(RG_SCHEME):
         return reasoning_gym_prompts(path, limit)
-    out = []
+    out, base_dir = [], resolve_data_path(path).parent
     for record in read_records(path, skip_bad, limit=limit):
         try:
             messages = to_prompt_messages(record.data)
@@ -89,7 +104,7 @@ def read_prompts(path: str, skip_bad: bool = False, limit: int | None = None) ->
             if skip_bad:
                 continue
             raise DataError(f"{record.where}: {e}") from None
-        out.append(PromptRecord(record.where, messages, record.data.get("answer"), record.data))
+        out.append(PromptRecord(record.where, messages, record.data.get("answer"), record.data, base_dir))
     if not out:
         raise DataError(f"{path}: no prompts")
     return out

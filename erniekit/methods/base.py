@@ -93,6 +93,7 @@ def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = Fal
         segment_ids=batch["segment_ids"],
         branch_ids=batch["branch_ids"],
         compute_logits=False,
+        **media_kwargs(batch),
     )
     h = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["target_index"])
     from erniekit.ops.cross_entropy import target_logprobs

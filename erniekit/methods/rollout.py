@@ -22,12 +22,14 @@ import paddle
 
 from erniekit.config.schema import Recipe
 from erniekit.data.loader import RowLoader
+from erniekit.data.multimodal import PromptEncoder
 from erniekit.data.packing import collate_shared_prefix, pack
 from erniekit.data.prompts import PromptRecord, read_prompts
 from erniekit.errors import DataError
 from erniekit.methods.base import Reference, holdout_split, spec_weights, to_tensors
 from erniekit.rl.rewards import resolve_reward
 from erniekit.tokenizer import Tokenizer
+from erniekit.trainer.restore import recipe_processor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ class Rollout:
     per_token: dict[str, list[list[float]]] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     uses: int = 0
+    sources: list[list[int]] = field(default_factory=list)  # [P] (file, record) of each prompt: its images
+
+
+@dataclass
+class EncodedPrompt:
+    ids: list[int]
+    record: PromptRecord
+    images: object = None  # ImageInputs of a VL prompt
+    videos: object = None
 
 
 class RolloutMethod:
@@ -52,6 +63,8 @@ class RolloutMethod:
         d, t, c = recipe.data, recipe.train, recipe.method
         self.recipe, self.cfg, self.tokenizer, self.model = recipe, c, tokenizer, model
         self.micro_batch_size, self.max_len, self.seed = t.micro_batch_size, d.max_seq_len, t.seed
+        self.vision = model.args.vision
+        self.encode_prompt = PromptEncoder(tokenizer, recipe_processor(recipe, model.args), self.vision)
         self.rank, self.world = rank, world
         self.train_prompts, self.eval_prompts = [], []
         for spec in d.train:
@@ -69,7 +82,7 @@ class RolloutMethod:
             None
             if not self.train_prompts
             else RowLoader(
-                [np.array([len(ids) for ids, _ in records]) for records in self.train_prompts],
+                [np.array([len(p.ids) for p in records]) for records in self.train_prompts],
                 spec_weights(d.train),
                 d.max_seq_len,
                 False,
@@ -87,7 +100,7 @@ class RolloutMethod:
         self.step = 0
         self.output_dir: Path | None = None
 
-    def _encode(self, records: list[PromptRecord], path: str) -> list[tuple[list[int], PromptRecord]]:
+    def _encode(self, records: list[PromptRecord], path: str) -> list[EncodedPrompt]:
         out, limit = [], self.max_len - self.cfg.rollout.max_new_tokens
         system = self.cfg.rollout.system_prompt
         for r in records:
@@ -96,9 +109,12 @@ class RolloutMethod:
                 if not system or r.messages[0]["role"] == "system"
                 else [{"role": "system", "content": system}, *r.messages]
             )
-            ids, _ = self.tokenizer.encode_chat(msgs, add_generation_prompt=True)
+            try:
+                ids, images, videos = self.encode_prompt(msgs, r.base_dir)
+            except DataError as e:
+                raise DataError(f"{r.where}: {e}") from None
             if len(ids) <= limit:
-                out.append((ids, r))
+                out.append(EncodedPrompt(ids, r, images, videos))
         if not out:
             raise DataError(
                 f"{path}: no prompt fits data.max_seq_len - method.rollout.max_new_tokens = {limit}"
@@ -112,7 +128,7 @@ class RolloutMethod:
 
     # --- sampling and scoring ---------------------------------------------------------------------------
     def generate(
-        self, prompts: list[list[int]], per_prompt: int, temperature: float, seed: int
+        self, prompts: list[EncodedPrompt], per_prompt: int, temperature: float, seed: int
     ) -> list[list[int]]:
         r = self.cfg.rollout
 
@@ -120,7 +136,9 @@ class RolloutMethod:
             return any(s in self.tokenizer.decode(tokens) for s in r.stop)
 
         return self.model.generate(
-            [p for p in prompts for _ in range(per_prompt)],
+            [p.ids for p in prompts for _ in range(per_prompt)],
+            images=[p.images for p in prompts for _ in range(per_prompt)],
+            videos=[p.videos for p in prompts for _ in range(per_prompt)],
             max_new_tokens=r.max_new_tokens,
             temperature=temperature,
             top_p=r.top_p,
@@ -144,23 +162,25 @@ class RolloutMethod:
     def make_rollout(self) -> Rollout:
         n = self.samples_per_prompt
         rows = self.loader.next_rows(self.cfg.rollout.prompts_per_step)
-        picked = [self.train_prompts[s][i] for row in rows for s, i in row]
+        sources = [[s, i] for row in rows for s, i in row]
+        picked = [self.train_prompts[s][i] for s, i in sources]
         start = time.perf_counter()
         completions = self.generate(
-            [ids for ids, _ in picked],
+            picked,
             n,
             self.cfg.rollout.temperature,
             seed=self.seed * 7919 + self.rollouts * 104729 + self.rank,
         )
         seconds = time.perf_counter() - start
         texts = [self.tokenizer.decode(tokens) for tokens in completions]
-        records = [rec for _, rec in picked for _ in range(n)]
+        records = [p.record for p in picked for _ in range(n)]
         rewards, per_fn = self.score(texts, records)
         generated = sum(len(x) for x in completions)
         rollout = Rollout(
-            [ids for ids, _ in picked],
+            [p.ids for p in picked],
             completions,
             rewards.tolist(),
+            sources=sources,
             metrics={
                 "reward_mean": float(rewards.mean()),
                 "reward_std": float(rewards.std()),
@@ -200,22 +220,27 @@ class RolloutMethod:
         n = self.samples_per_prompt
         items = []
         for p, prompt in enumerate(rollout.prompts):
+            # a VL prompt's images come with it (a prompt split over several items repeats them)
+            extra = ()
+            if self.vision is not None:
+                source = self.train_prompts[rollout.sources[p][0]][rollout.sources[p][1]]
+                extra = ((source.images, source.videos),)
             chunk, used = [], len(prompt)
             for k in range(p * n, (p + 1) * n):
                 size = len(rollout.completions[k])
                 if chunk and used + size > self.max_len:
-                    items.append((prompt, chunk))
+                    items.append((prompt, chunk, *extra))
                     chunk, used = [], len(prompt)
                 chunk.append((rollout.completions[k], (k,)))
                 used += size
-            items.append((prompt, chunk))
-        lengths = [len(p) + sum(len(r) for r, _ in replies) for p, replies in items]
+            items.append((prompt, chunk, *extra))
+        lengths = [len(p) + sum(len(r) for r, _ in replies) for p, replies, *_ in items]
         rows = [[items[i] for i in group] for group in pack(lengths, self.max_len)]
         out = []
         for i in range(0, len(rows), self.micro_batch_size):
             batch = to_tensors(
                 collate_shared_prefix(
-                    rows[i : i + self.micro_batch_size], self.tokenizer.pad_id, self.max_len
+                    rows[i : i + self.micro_batch_size], self.tokenizer.pad_id, self.max_len, self.vision
                 )
             )
             if attach:
@@ -284,9 +309,9 @@ class RolloutMethod:
             if max_batches and n >= max_batches:
                 break
             chunk = prompts[i : i + size]
-            out = self.generate([ids for ids, _ in chunk], 1, temperature=0.0, seed=self.seed)
+            out = self.generate(chunk, 1, temperature=0.0, seed=self.seed)
             texts += [self.tokenizer.decode(tokens) for tokens in out]
-            records += [rec for _, rec in chunk]
+            records += [p.record for p in chunk]
         rewards, per_fn = self.score(texts, records)
         return {"reward_mean": float(rewards.mean()), **per_fn, "prompts": float(len(texts))}
 

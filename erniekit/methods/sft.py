@@ -27,6 +27,7 @@ from erniekit.data.multimodal import (
     collate_vl,
     encode_vl_sft,
     image_path,
+    media_features,
     media_inputs,
     media_parts,
 )
@@ -43,20 +44,20 @@ class Examples:
     """Tokenized examples of one file, held as Python lists (fast random access while packing); the
     images of a vision-language model's examples stay in the memory-mapped dataset (``media``)."""
 
-    def __init__(self, input_ids: list[list[int]], labels: list[list[int]], media=None, patch_width: int = 0):
-        self.input_ids, self.labels, self.media, self.patch_width = input_ids, labels, media, patch_width
+    def __init__(self, input_ids: list[list[int]], labels: list[list[int]], media=None, processor=None):
+        self.input_ids, self.labels, self.media, self.processor = input_ids, labels, media, processor
         self.lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
 
     def select(self, indices: np.ndarray) -> Examples:
         media = None if self.media is None else self.media.select(indices)
         return Examples(
-            [self.input_ids[i] for i in indices], [self.labels[i] for i in indices], media, self.patch_width
+            [self.input_ids[i] for i in indices], [self.labels[i] for i in indices], media, self.processor
         )
 
     def __getitem__(self, i: int) -> tuple:
         if self.media is None:
             return self.input_ids[i], self.labels[i]
-        return self.input_ids[i], self.labels[i], *media_inputs(self.media[i], self.patch_width)
+        return self.input_ids[i], self.labels[i], *media_inputs(self.media[i], self.processor)
 
 
 def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> tuple[Examples, TokenStats]:
@@ -81,9 +82,9 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
 
     else:
         from erniekit.data.files import resolve_data_path
-        from erniekit.models import image_processor
+        from erniekit.trainer.restore import recipe_processor
 
-        processor = image_processor(args, recipe.model.path)
+        processor = recipe_processor(recipe, args)
         base_dir = resolve_data_path(spec.path).parent  # image paths are relative to the data file
         # the same file in another directory names other images
         settings.update(
@@ -112,12 +113,12 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
         spec.max_samples,
         stats,
         dependencies,
+        None if vision is None else media_features(),
     )
     log.info("%s: %s", spec.path, stats.as_dict())
     if vision is None:
         return Examples(ds["input_ids"], ds["labels"]), stats
-    width = vision.in_channels * vision.patch_size**2 * processor.temporal_patch_size
-    return Examples(ds["input_ids"], ds["labels"], ds.select_columns(list(MEDIA_COLUMNS)), width), stats
+    return Examples(ds["input_ids"], ds["labels"], ds.select_columns(list(MEDIA_COLUMNS)), processor), stats
 
 
 class SFT:

@@ -139,19 +139,27 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return _cast(model, dtype)
 
 
-def adapt_tokenizer(tokenizer, args: ModelArgs) -> None:
-    """A vision-language model's prompts render image parts its family's way: give the tokenizer that
-    template when its own renders none (a text template, e.g. a tokenizer shipped without one)."""
-    if args.vision is not None and not tokenizer.template.image:
+def adapt_tokenizer(tokenizer, args: ModelArgs, chosen: str | None = None) -> None:
+    """A vision-language model's prompts render image parts its family's way: unless a template was
+    ``chosen`` (data.template), give the tokenizer its family's template."""
+    if args.vision is not None and chosen is None:
         tokenizer.set_template(family(args.family).hf.CHAT_TEMPLATE)
 
 
 PROCESSOR_CONFIG = "preprocessor_config.json"
 
 
-def image_processor(args: ModelArgs, directory: str | Path | None = None):
+def image_processor(
+    args: ModelArgs,
+    directory: str | Path | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+):
     """How a vision-language model's images are resized and patched: the family's rules, with the
-    values of ``directory/preprocessor_config.json`` when the model directory has one."""
+    values of ``directory/preprocessor_config.json`` when the model directory has one, and the pixel
+    budgets given here (data.image_min_pixels / image_max_pixels) over both."""
+    import dataclasses
+
     from erniekit.data.images import ImageProcessor
 
     if args.vision is None:
@@ -162,12 +170,14 @@ def image_processor(args: ModelArgs, directory: str | Path | None = None):
         **family(args.family).hf.IMAGE_PROCESSOR,
     )
     path = resolve_path(directory) / PROCESSOR_CONFIG if directory is not None else None
-    if path is None or not path.is_file():
-        return ImageProcessor(**defaults)
-    try:
-        return ImageProcessor.from_config(json.loads(path.read_text()), **defaults)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    processor = ImageProcessor(**defaults)
+    if path is not None and path.is_file():
+        try:
+            processor = ImageProcessor.from_config(json.loads(path.read_text()), **defaults)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    budgets = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    return dataclasses.replace(processor, **budgets)
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:

@@ -104,8 +104,13 @@ def generate(
     finished = np.zeros(batch, dtype=bool)
     generated: list[list[int]] = [[] for _ in range(batch)]
     hidden = out.hidden[:, -1:]
+    # a vision-language model never writes image tokens: their embeddings are the images'
+    banned = getattr(model, "vision_token_ids", None)
     for step in range(max_new_tokens):
-        tokens = _choose(model.compute_logits(hidden)[:, -1], temperature, top_k, top_p, rng)
+        logits = model.compute_logits(hidden)[:, -1]
+        if banned is not None:
+            logits = paddle.index_fill(logits, banned, 1, float("-inf"))
+        tokens = _choose(logits, temperature, top_k, top_p, rng)
         tokens = np.where(finished, pad_token_id, tokens)
         for row in np.flatnonzero(~finished):
             generated[row].append(int(tokens[row]))

@@ -61,6 +61,16 @@ def reasoning_gym(completion: str, record) -> float:
     return float(scorer(extract_answer(completion)))
 
 
+def similarity(completion: str, record) -> float:
+    """How close the reply's first line is to the answer (difflib's ratio, 0..1): a dense reward that an
+    untrained policy can climb, e.g. naming the colour it sees in a picture."""
+    import difflib
+
+    lines = completion.strip().splitlines() or [""]
+    reply, answer = lines[0].strip().lower(), str(record.answer).strip().lower()
+    return difflib.SequenceMatcher(None, reply, answer).ratio()
+
+
 def digits(completion: str, record) -> float:
     return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
 
@@ -73,6 +83,7 @@ BUILTIN: dict[str, RewardFn] = {
     "answer_tag": answer_tag,
     "reasoning_gym": reasoning_gym,
     "digits": digits,
+    "similarity": similarity,
 }
 
 

@@ -39,7 +39,7 @@ def model_from_recipe(recipe: Recipe):
             f"{model.args.vocab_size}",
             key="model.tokenizer",
         )
-    adapt_tokenizer(tokenizer, model.args)
+    adapt_tokenizer(tokenizer, model.args, recipe.data.template)
     set_capacity(model, m.moe_capacity_factor)
     if m.router_aux_loss_coef is not None:
         model.args = dataclasses.replace(model.args, router_aux_loss_coef=m.router_aux_loss_coef)
@@ -50,6 +50,16 @@ def model_from_recipe(recipe: Recipe):
         lo = recipe.lora
         apply_lora(model, lo.targets, lo.rank, lo.alpha, lo.dropout, lo.rslora, lo.lora_plus_ratio)
     return tokenizer, model
+
+
+def recipe_processor(recipe: Recipe, args):
+    """The image processor of a recipe's vision-language model (None for a text model)."""
+    if args.vision is None:
+        return None
+    from erniekit.models import image_processor
+
+    d = recipe.data
+    return image_processor(args, recipe.model.path, d.image_min_pixels, d.image_max_pixels)
 
 
 def vl_part(name: str) -> str:

@@ -58,6 +58,10 @@ class Setup:
         )
         return dict(mm_token_type_ids=mm, moe_mm_token_type_ids=vision.long())
 
+    def vision_tokens(self) -> list[int]:
+        """Tokens we never generate (their embeddings are images); the reference is told to suppress them."""
+        return self.ours.vision_token_ids.tolist()
+
     def pixels(self, inputs: ImageInputs) -> torch.Tensor:
         """Our pixel_values as the reference takes them (PaddleOCR-VL: [P, C, p, p] for its conv)."""
         x = torch.tensor(inputs.pixel_values)
@@ -205,6 +209,7 @@ def test_greedy_generation_with_an_image_matches_20_tokens(setup):
             max_new_tokens=20,
             min_new_tokens=20,
             do_sample=False,
+            suppress_tokens=setup.vision_tokens(),
             **setup.type_ids(ids),
         )[0, len(prompt) :].tolist()
     assert setup.ours.generate([prompt], max_new_tokens=20, images=[pics])[0] == ref
@@ -231,7 +236,7 @@ def test_batched_generation_with_left_padding_matches_each_prompt_alone(setup):
         with torch.no_grad():
             ref = setup.hf.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, min_new_tokens=10,
-                do_sample=False, **kw,
+                do_sample=False, suppress_tokens=setup.vision_tokens(), **kw,
             )  # fmt: skip
         assert tokens == ref[0, len(row) :].tolist()
 
