@@ -5,14 +5,19 @@ booking a cluster. Memory per device, for the rank holding the most (the first p
 also holds the embedding):
 * weights: fp32 (4 B/param); mixed precision autocasts each op's weight, so there is no second copy;
 * gradients: 4 B per trainable parameter; AdamW state 8 B per trainable parameter, divided by the
-  sharding degree (stage 1); LoRA trains ~1% of the parameters;
-* experts are split by ``ep`` (over data ranks or the tensor group), everything else by ``tp``;
+  sharding degree (stage 1); LoRA trains ~1% of the parameters; ``model.freeze`` parts train none;
+* experts are split by ``ep`` (over data ranks or the tensor group), everything else by ``tp`` (a VL
+  model's vision encoder too: its blocks and MLPs are split like the decoder's);
 * activations per micro-batch and layer after Korthikanti et al. 2022 (https://arxiv.org/abs/2205.05198,
   eq. 1): 10 sbh bytes outside the tensor-parallel regions (divided by t under sequence parallelism),
   24 sbh / t inside, at 2-byte activations; plus, unless flash attention runs (fused ops in bf16/fp16),
   the attention scores and probabilities our reference materialises, B x N/t x S x S in fp32 and the
   compute dtype. Full recompute keeps only each
   layer's input, plus one layer being recomputed. 1F1B keeps up to ``pp`` micro-batches in flight;
+* a VL model's vision encoder, when it trains (not frozen, or LoRA on it): merge_size^2 patches per
+  image token, every token of a micro-batch an image's in the worst case; each block keeps 34 sbh
+  (2-byte units) at the vision width, or with recompute its input plus one block; a frozen encoder
+  keeps nothing for the backward pass;
 * logits and their gradient in fp32 (vocabulary split by tp); with tp = 1 the chunked head holds one
   block of at most 64 MiB and its softmax instead once the logits exceed 256 MiB.
 
@@ -39,7 +44,13 @@ class Counts:
     experts: int  # per MoE layer, routed experts (both sets of a multimodal model)
     shared: int  # per MoE layer: shared experts + router(s)
     active_per_token: int  # non-embedding parameters one (text) token uses
-    vision: int = 0  # the vision encoder of a vision-language model (replicated, on the first stage)
+    vision_tower: int = 0  # a vision-language model's vision encoder (on the first stage)
+    resampler: int = 0  # and what maps its output to the decoder (ERNIE VL's resampler, a projector)
+    vision_experts: int = 0  # per MoE layer: the vision routed set and its router (in experts/shared)
+
+    @property
+    def vision(self) -> int:
+        return self.vision_tower + self.resampler
 
 
 def count(a: ModelArgs) -> Counts:
@@ -58,12 +69,15 @@ def count(a: ModelArgs) -> Counts:
         + dense_layers * dense_mlp
         + moe_layers * (shared + a.experts_per_token * expert)
     )
-    vision = 0
+    parts = {}
     if a.vision is not None:
         from erniekit.models import family
 
-        vision = family(a.family).hf.vision_params(a)
-    return Counts(embedding, attention, dense_mlp, experts, shared, active, vision)
+        parts = family(a.family).hf.vision_params(a)
+    vision_experts = a.num_experts * (3 * h * a.vision_moe_intermediate_size + h) if sets == 2 else 0
+    return Counts(
+        embedding, attention, dense_mlp, experts, shared, active, **parts, vision_experts=vision_experts
+    )
 
 
 def total_params(a: ModelArgs) -> int:
@@ -94,8 +108,19 @@ def plan(a: ModelArgs, recipe) -> dict:
         + moe_share * (c.experts / expert_split + c.shared / tp)
     )
     # the first stage also holds the embedding and the vision encoder (and, with pp = 1, the final norm)
-    params = layers_per_stage * per_layer + c.embedding / tp + c.vision + (a.hidden_size if pp == 1 else 0)
-    trainable = params * (0.01 if recipe.lora.enabled else 1.0)  # adapters: ~1% at typical ranks
+    params = (
+        layers_per_stage * per_layer + c.embedding / tp + c.vision / tp + (a.hidden_size if pp == 1 else 0)
+    )
+    vision_experts = layers_per_stage * moe_share * c.vision_experts / expert_split
+    part = {
+        "vision_tower": c.vision_tower / tp,
+        "resampler": c.resampler / tp,
+        "vision_experts": vision_experts,
+    }
+    part["language_model"] = params - sum(part.values())
+    trainable = sum(n for name, n in part.items() if name not in recipe.model.freeze)
+    if recipe.lora.enabled:
+        trainable = params * 0.01  # adapters: ~1% at typical ranks
     weight_bytes = params * 4  # fp32 parameters; autocast casts each op's weight to bf16 on the fly
     grad_bytes = trainable * 4
     optim_bytes = trainable * 8 / shard  # stage 1: each sharding rank keeps its parameters' moments
@@ -115,6 +140,10 @@ def plan(a: ModelArgs, recipe) -> dict:
         activations = in_flight * layers_per_stage * layer_input + full_layer
     else:
         activations = in_flight * layers_per_stage * full_layer
+    if a.vision is not None and _vision_tower_trains(recipe):
+        v = a.vision
+        block = 34 * seq * mbs * v.spatial_merge_size**2 * v.hidden_size * act / 2 / tp
+        activations += block * (1 + v.depth / 17 if p.recompute.enabled else v.depth)  # input: 2 of 34
     logits = seq * mbs * a.vocab_size / tp * 4 * 2  # fp32 logits and their gradient on the last stage
     if tp == 1 and logits / 2 > KEEP_BYTES:  # the chunked head holds one block and its softmax at a time
         logits = 2 * CHUNK_BYTES
@@ -133,6 +162,12 @@ def plan(a: ModelArgs, recipe) -> dict:
         "train_flops_per_token_G": flops_token / 1e9,
         "tokens_per_step": seq * mbs * t.grad_accum * p.dp * shard,
     }
+
+
+def _vision_tower_trains(recipe) -> bool:
+    if recipe.lora.enabled:
+        return "vision_tower" in recipe.lora.targets
+    return "vision_tower" not in recipe.model.freeze
 
 
 def render(result: dict, recipe_name: str) -> str:

@@ -183,3 +183,45 @@ def test_correction_bias_moves_toward_balance():
     bias = layer.gate.e_score_correction_bias.numpy()
     assert np.all(bias[usage > usage.mean()] < 0) and np.all(bias[usage < usage.mean()] > 0)
     assert layer.expert_usage.numpy().sum() == 0
+
+
+@pytest.mark.parametrize("flavor", ["ernie4_5/debug-moe", "ernie4_5_vl/debug", "paddleocr_vl/debug"])
+@pytest.mark.parametrize("granularity", ["full", "core_attn"])
+def test_recompute_changes_no_gradient(flavor, granularity):
+    """parallel.recompute: the same loss and gradients, decoder and vision blocks recomputed."""
+    from erniekit.models import image_processor
+    from erniekit.models.common.parallel import apply_recompute
+
+    def grads(recompute: bool):
+        model = build_model(flavor, seed=3)
+        if recompute:
+            apply_recompute(model, granularity)
+        blocks = [model.layers[0], *(model.vision.tower.blocks[:1] if model.args.vision else [])]
+        calls = []  # each recomputed block runs again in the backward pass: count its first projection
+        for block in blocks:
+            attn = getattr(block, "self_attn", None) or block.attn
+            (getattr(attn, "qkv_proj", None) or attn.qkv).register_forward_pre_hook(
+                lambda *_: calls.append(1)
+            )
+        ids = np.random.RandomState(0).randint(3, 900, (1, 40))
+        kwargs = {}
+        v = model.args.vision
+        if v is not None:
+            processor = image_processor(model.args, None, 3136, 3136)  # one 56 x 56 image: 4 tokens
+            pixels = processor([np.random.RandomState(1).randint(0, 255, (56, 56, 3)).astype("uint8")])
+            tokens = int(np.prod(pixels.grid_thw[0])) // v.spatial_merge_size**2
+            ids[0, 5 : 5 + tokens] = v.image_token_id
+            kwargs = dict(pixel_values=paddle.to_tensor(pixels.pixel_values), image_grid_thw=pixels.grid_thw)
+        out = model(paddle.to_tensor(ids), **kwargs)
+        loss = (out.logits.astype("float32") ** 2).mean()
+        loss.backward()
+        assert len(calls) == len(blocks) * (2 if recompute else 1)
+        return float(loss), {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+
+    (loss, plain), (loss_r, recomputed) = grads(False), grads(True)
+    assert loss_r == loss
+    assert plain.keys() == recomputed.keys() and any(n.startswith("vision.") for n in plain) == (
+        "vl" in flavor
+    )
+    for name, g in plain.items():
+        np.testing.assert_allclose(recomputed[name], g, rtol=0, atol=1e-7, err_msg=name)

@@ -73,3 +73,23 @@ def test_cli_plan_without_weights_names_the_flavors(capsys):
     assert main(["plan", "ernie4_5/0p3b_sft"]) == 2
     err = capsys.readouterr().err
     assert "no config.json" in err and "pass --flavor" in err and "ernie4_5/0.3b" in err
+
+
+@pytest.mark.parametrize("flavor", ["ernie4_5_vl/debug", "paddleocr_vl/debug"])
+def test_vl_parts_count_exactly_and_frozen_parts_carry_no_gradients(flavor):
+    from erniekit.trainer.restore import vl_part
+
+    a = flavor_args(flavor)
+    parts: dict[str, int] = {}
+    for name, p in build_model(flavor, seed=0).named_parameters():
+        parts[vl_part(name)] = parts.get(vl_part(name), 0) + int(np.prod(p.shape))
+    c = count(a)
+    assert (c.vision_tower, c.resampler) == (parts["vision_tower"], parts["resampler"])
+    assert a.num_moe_layers * c.vision_experts == parts.get("vision_experts", 0)
+    base = [f"model.flavor={flavor}", "data.max_seq_len=256"]
+    whole = plan(a, load_recipe("ernie4_5_vl/debug_sft", base))
+    for frozen in (["vision_tower"], ["vision_tower", "resampler", "vision_experts"], ["language_model"]):
+        part = plan(a, load_recipe("ernie4_5_vl/debug_sft", [*base, f"model.freeze={frozen}"]))
+        saved = sum(parts.get(name, 0) for name in frozen) * 4 / GiB
+        assert whole["grads_GiB"] - part["grads_GiB"] == pytest.approx(saved), frozen
+        assert part["weights_GiB"] == whole["weights_GiB"]

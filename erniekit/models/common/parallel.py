@@ -517,17 +517,18 @@ def apply_sequence_parallel(model: CausalLM, ctx) -> None:
 
 
 def apply_recompute(model: CausalLM, granularity: str) -> None:
+    """Keep only each block's input and recompute the rest in the backward pass: every decoder layer
+    (full) or its attention (core_attn), and a VL model's vision blocks likewise (their input is up to
+    4 patches per image token, so they hold more activations than the decoder when they train)."""
     from paddle.distributed.fleet.utils import recompute
 
-    if granularity == "full":
-        for layer in model.layers:
-            forward = layer.forward
-            layer.forward = lambda *args, _f=forward, **kw: recompute(_f, *args, use_reentrant=False, **kw)
-    else:
-        for layer in model.layers:
-            attn = layer.self_attn
-            forward = attn.forward
-            attn.forward = lambda *args, _f=forward, **kw: recompute(_f, *args, use_reentrant=False, **kw)
+    def wrap(layer) -> None:
+        forward = layer.forward
+        layer.forward = lambda *args, _f=forward, **kw: recompute(_f, *args, use_reentrant=False, **kw)
+
+    vision = list(model.vision.tower.blocks) if model.args.vision is not None else []
+    for layer in [*model.layers, *vision]:
+        wrap(layer if granularity == "full" else getattr(layer, "self_attn", None) or layer.attn)
 
 
 __all__ = [

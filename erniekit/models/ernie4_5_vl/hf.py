@@ -300,8 +300,8 @@ def weight_rules(args: ModelArgs, layout: str = "hf") -> list[Rule]:
     return decoder_rules(args, layout, moe_rules=_vl_moe_rules) + _vision_rules(args, layout)
 
 
-def vision_params(args: ModelArgs) -> int:
-    """Parameters of the vision tower and resampler (for erniekit plan)."""
+def vision_params(args: ModelArgs) -> dict[str, int]:
+    """Parameters of the vision tower and of the resampler (for erniekit plan)."""
     v = args.vision
     d, s = v.hidden_size, v.hidden_size * v.spatial_merge_size**2
     tower = (
@@ -309,7 +309,8 @@ def vision_params(args: ModelArgs) -> int:
     )
     merge = 2 * (s * s + s) + 2 * s  # fc1, fc2, LayerNorm of the spatial stage
     temporal = (s * v.temporal_merge_size * s + s) + (s * s + s) + 2 * s
-    return tower + merge + temporal + (s * args.hidden_size + args.hidden_size) + args.hidden_size
+    resampler = merge + temporal + (s * args.hidden_size + args.hidden_size) + args.hidden_size
+    return {"vision_tower": tower, "resampler": resampler}
 
 
 def peft_module(name: str) -> str:

@@ -184,13 +184,16 @@ def weight_rules(args: ModelArgs, layout: str = "hf") -> list[Rule]:
     return decoder_rules(args, "hf") + _vision_rules(args)
 
 
-def vision_params(args: ModelArgs) -> int:
-    """Parameters of the encoder and projector (for erniekit plan)."""
+def vision_params(args: ModelArgs) -> dict[str, int]:
+    """Parameters of the encoder (vision_tower) and of the projector (resampler) (for erniekit plan)."""
     v = args.vision
     d, s = v.hidden_size, v.hidden_size * v.spatial_merge_size**2
     embeddings = v.in_channels * v.patch_size**2 * d + d + v.num_positions * d
     tower = embeddings + v.depth * vision_block_params(d, v.intermediate_size) + 2 * d
-    return tower + 2 * d + (s * s + s) + (s * args.hidden_size + args.hidden_size)
+    return {
+        "vision_tower": tower,
+        "resampler": 2 * d + (s * s + s) + (s * args.hidden_size + args.hidden_size),
+    }
 
 
 def peft_module(name: str) -> str | None:
