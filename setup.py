@@ -5,8 +5,9 @@ Paddle's own index). Both provide the ``paddle`` module, so we depend on exactly
 build by default, the GPU build when ``ERNIEKIT_PADDLE=paddlepaddle-gpu`` is set at install time
 (see README, "Installing on GPU machines").
 
-Shipped recipes live in the repository's top-level ``recipes/`` and travel inside the package as
-``erniekit/recipes/`` (copied in by ``build_py`` below); the sample data and tokenizer are package data.
+Shipped recipes and the presets they include live in the repository's top-level ``recipes/`` and
+``configs/`` and travel inside the package as ``erniekit/recipes/`` and ``erniekit/configs/`` (copied in
+by ``build_py`` below); the sample data and tokenizer are package data.
 ``MANIFEST.in`` puts both into the sdist, so a wheel built from the sdist has them too.
 """
 
@@ -24,11 +25,11 @@ if paddle_dist not in ("paddlepaddle", "paddlepaddle-gpu"):
 
 
 class BuildPyWithRecipes(build_py):
-    """build_py that also copies the top-level ``recipes/`` into the built package as ``erniekit/recipes``."""
+    """build_py that also copies the top-level ``recipes/`` and ``configs/`` into the built package."""
 
     def run(self):
         super().run()
-        for recipe in sorted(Path("recipes").rglob("*.yaml")):
+        for recipe in sorted([*Path("recipes").rglob("*.yaml"), *Path("configs").rglob("*.yaml")]):
             target = Path(self.build_lib, "erniekit", recipe)
             self.mkpath(str(target.parent))
             self.copy_file(str(recipe), str(target))

@@ -23,15 +23,20 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from erniekit.config import recipe_table, recipes_dir
+    from erniekit.config.render import preset_table
+    from erniekit.resources import shipped_dir
 
     if args.copy:
         return _copy_recipe(*args.copy)
     print(recipe_table(recipes_dir()))
+    print()
+    print(preset_table(shipped_dir("configs")))
     return 0
 
 
 def _copy_recipe(name: str, dest: str) -> int:
-    """``recipes --copy NAME DEST``: a shipped recipe as a file to edit (its ``base:`` names resolve)."""
+    """``recipes --copy NAME DEST``: a shipped recipe (or preset) as a file to edit; its ``base:`` names
+    still resolve."""
     import shutil
     from pathlib import Path
 
@@ -40,7 +45,9 @@ def _copy_recipe(name: str, dest: str) -> int:
 
     source = find_recipe(name, recipes_dir())
     if source is None:
-        raise ConfigError("no shipped recipe of this name; `erniekit recipes` lists them", source=name)
+        raise ConfigError(
+            "no shipped recipe or preset of this name; `erniekit recipes` lists them", source=name
+        )
     target = Path(dest)
     if target.is_dir() or dest.endswith("/"):
         target = target / source.name
@@ -306,12 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("--out", required=True, help="directory to write")
     gguf.set_defaults(func=_cmd_convert_gguf)
 
-    recipes = verbs.add_parser("recipes", help="list the shipped recipes, or copy one out to edit")
+    recipes = verbs.add_parser(
+        "recipes", help="list the shipped recipes and presets, or copy one out to edit"
+    )
     recipes.add_argument(
         "--copy",
         nargs=2,
         metavar=("NAME", "DEST"),
-        help="write shipped recipe NAME to the file or directory DEST",
+        help="write shipped recipe (or configs/... preset) NAME to the file or directory DEST",
     )
     recipes.set_defaults(func=_cmd_recipes)
     return parser

@@ -3,10 +3,12 @@
 Inside an installed package::
 
     erniekit/recipes/           the repository's top-level recipes/, copied in by setup.py's build_py
+    erniekit/configs/           the top-level configs/ (presets recipes include with base:), likewise
     erniekit/data/samples/      sample data and the sample tokenizer (package data)
 
-A source checkout (and an editable install, which imports the checkout) has no ``erniekit/recipes/``:
-the same files are the checkout's top-level ``recipes/``, next to ``setup.py``. Nothing here depends on
+A source checkout (and an editable install, which imports the checkout) has no ``erniekit/recipes/``
+or ``erniekit/configs/``: the same files are the checkout's top-level ``recipes/`` and ``configs/``,
+next to ``setup.py``. Nothing here depends on
 the working directory.
 
 Paths in recipes mean one thing everywhere: ``samples://NAME`` is a bundled sample (a data file or a
@@ -26,7 +28,7 @@ SAMPLES_SCHEME = "samples://"
 
 
 def shipped_dir(kind: str) -> Path:
-    """The shipped ``recipes`` directory: inside the package, or at a source checkout's top level."""
+    """The shipped ``recipes`` or ``configs`` directory: inside the package, or at a checkout's top level."""
     packaged = PACKAGE_DIR / kind
     if packaged.is_dir():
         return packaged

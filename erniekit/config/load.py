@@ -5,9 +5,11 @@ Every key remembers the file (or the command line) it came from, so an error can
     recipes/ernie4_5/debug_sft.yaml: optim.lrr: unknown key; did you mean 'optim.lr'?
 
 A recipe on the command line is a path (relative to the working directory) or the name of a shipped
-recipe (``ernie4_5/debug_sft``); a ``base:`` entry is a path relative to the recipe that names it, or a
-shipped recipe's name. So a user's recipe can extend a shipped one from any directory, and a shipped
-recipe copied out (``erniekit recipes --copy``) still finds its bases.
+recipe (``ernie4_5/debug_sft``); a ``base:`` entry is a path relative to the recipe that names it, a
+shipped recipe's name, or a shipped preset (``configs/layouts/8gpu_tp4_ep4_pp2``: model, hardware,
+parallel-layout, data and optimiser settings that several recipes share). So a user's recipe can
+extend a shipped one from any directory, and a shipped recipe copied out (``erniekit recipes --copy``)
+still finds its bases.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def recipes_dir() -> Path:
 
 
 def find_recipe(name: str | Path, relative_to: Path | None = None) -> Path | None:
-    """``name`` as a path (relative to ``relative_to``, default the working directory), else shipped."""
+    """``name`` as a path (relative to ``relative_to``, default the working directory), else shipped:
+    ``configs/KIND/NAME`` is a shipped preset, any other name a shipped recipe."""
     given = (relative_to or Path()) / name
     if given.is_file():
         return given
-    shipped = recipes_dir()
-    return next((p for p in (shipped / name, shipped / f"{name}.yaml") if p.is_file()), None)
+    kind, _, rest = Path(name).as_posix().partition("/")
+    shipped = shipped_dir("configs") / rest if kind == "configs" and rest else recipes_dir() / name
+    return next((p for p in (shipped, shipped.with_name(f"{shipped.name}.yaml")) if p.is_file()), None)
 
 
 def resolve_recipe_path(name: str | Path) -> Path:
@@ -58,10 +62,12 @@ def _display(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         pass
-    try:
-        return f"{path.relative_to(recipes_dir().resolve())} (shipped recipe)"
-    except (ValueError, ErniekitError):
-        return str(path)
+    for kind, label in (("recipes", "{} (shipped recipe)"), ("configs", "configs/{} (shipped preset)")):
+        try:
+            return label.format(path.relative_to(shipped_dir(kind).resolve()))
+        except (ValueError, ErniekitError):
+            pass
+    return str(path)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

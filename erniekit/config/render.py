@@ -75,3 +75,16 @@ def recipe_table(recipes_dir: Path) -> str:
     table = ["| recipe | method | model | description |", "|---|---|---|---|"]
     table += [f"| {' | '.join(r)} |" for r in rows]
     return "\n".join(table)
+
+
+def preset_table(configs_dir: Path) -> str:
+    """A Markdown table of the shipped presets a recipe includes with ``base:``: name, sections, header."""
+    from erniekit.config.load import load_raw
+
+    table = ["| preset (base: NAME) | sets | description |", "|---|---|---|"]
+    for path in sorted(configs_dir.rglob("*.yaml")):
+        data, _ = load_raw(path)
+        header = recipe_header(path)
+        name = f"configs/{path.relative_to(configs_dir).with_suffix('').as_posix()}"
+        table.append(f"| {name} | {', '.join(data)} | {header[0] if header else ''} |")
+    return "\n".join(table)

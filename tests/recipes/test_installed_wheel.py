@@ -46,12 +46,14 @@ def installed(tmp_path_factory):
         in_sdist = {Path(*Path(n).parts[1:]).as_posix() for n in tar.getnames()}
     assert {
         "recipes/ernie4_5/debug_sft.yaml",
+        "configs/hardware/gpu_bf16.yaml",
         "erniekit/data/samples/ernie_tokenizer/tokenizer.model",
     } <= in_sdist
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     shipped = {
-        f"erniekit/recipes/{p.relative_to(ROOT / 'recipes').as_posix()}"
-        for p in (ROOT / "recipes").rglob("*.yaml")
+        f"erniekit/{p.relative_to(ROOT).as_posix()}"
+        for kind in ("recipes", "configs")
+        for p in (ROOT / kind).rglob("*.yaml")
     }
     samples = {
         f"erniekit/{p.relative_to(ROOT / 'erniekit').as_posix()}"
@@ -95,6 +97,12 @@ def test_wheel_install_trains_exports_and_chats_from_an_empty_directory(installe
     run([erniekit, "config", "show", "mine/sft_lora_tp8_pp6.yaml"], tmp_path, env)
     (tmp_path / "my_sft.yaml").write_text("base: ernie4_5/debug_sft\ntrain: {max_steps: 3}\n")
     assert "max_steps: 3" in run([erniekit, "config", "show", "my_sft.yaml"], tmp_path, env).stdout
+    # and the shipped presets, listed and included by name
+    assert "| configs/layouts/8gpu_tp4_ep4_sharding2 | parallel |" in listed
+    (tmp_path / "my_tp.yaml").write_text(
+        "base: [ernie4_5/debug_sft, configs/layouts/8gpu_tp4_ep4_sharding2]\n"
+    )
+    assert "  tp: 4\n" in run([erniekit, "config", "show", "my_tp.yaml", "--no-docs"], tmp_path, env).stdout
 
     run(
         [erniekit, "train", "ernie4_5/debug_sft", "train.max_steps=3", "logging.progress=none"], tmp_path, env

@@ -280,3 +280,56 @@ def test_cli_recipes_copy_refuses_to_overwrite_and_unknown_names(tmp_path):
     assert target.read_text() == "mine\n"
     out = run_cli("recipes", "--copy", "ernie4_5/nope", str(tmp_path))
     assert out.returncode == 2 and out.stderr.startswith("error: ernie4_5/nope: no shipped recipe")
+
+
+PRESETS_DIR = recipes_dir().parent / "configs"
+PRESETS = sorted(PRESETS_DIR.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[str(p.relative_to(PRESETS_DIR)) for p in PRESETS])
+def test_every_preset_is_included_by_a_shipped_recipe_and_sets_only_known_keys(path):
+    """configs/ holds what recipes share: each preset is used, and its keys check against the schema."""
+    name = f"configs/{path.relative_to(PRESETS_DIR).with_suffix('').as_posix()}"
+    users = [r for r in SHIPPED if name in r.read_text()]
+    assert users, f"{name} is included by no shipped recipe"
+    assert path.read_text().startswith("# ")
+    load_recipe(path, ["model.flavor=ernie4_5_vl/debug", "model.tokenizer=t", "train.grad_accum=16"])
+
+
+def test_presets_are_found_from_any_directory_and_name_their_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "r.yaml", "base: [ernie4_5/debug_sft, configs/layouts/8gpu_tp4_ep4_sharding2]\n")
+    r = load_recipe("r.yaml")
+    assert (r.parallel.tp, r.parallel.ep, r.parallel.sharding.degree) == (4, 4, 2)
+    write(tmp_path / "bad.yaml", "base: configs/layouts/no_such_layout\n")
+    with pytest.raises(ConfigError, match="bad.yaml: base: included file not found: configs/layouts/no_such"):
+        load_recipe("bad.yaml")
+    write(tmp_path / "typo.yaml", "base: configs/hardware/gpu_bf16\ntrain: {devise: gpu}\n")
+    with pytest.raises(
+        ConfigError, match=r"typo.yaml: train.devise: unknown key; did you mean 'train.device'"
+    ):
+        load_recipe("typo.yaml")
+
+
+GPU_RECIPES = {  # the shipped recipes sized for real hardware, and the shape each is planned with
+    "ernie4_5/0p3b_sft": "ernie4_5/0.3b",
+    "ernie4_5_21b_a3b/sft_tp4_ep4_sharding2": "ernie4_5/21b-a3b",
+    "ernie4_5_300b_a47b/sft_tp8_pp8_sharding2": "ernie4_5/300b-a47b",
+    "ernie4_5_300b_a47b/sft_lora_tp8_pp6": "ernie4_5/300b-a47b",
+    "ernie4_5_vl_28b_a3b/sft_tp4_ep4_pp2": "ernie4_5_vl/28b-a3b",
+    "ernie4_5_vl_28b_a3b/sft_lora_tp2_ep2_pp2": "ernie4_5_vl/28b-a3b",
+    "ernie4_5_vl_424b_a47b/sft_lora_tp8_ep8_pp4": "ernie4_5_vl/424b-a47b",
+    "paddleocr_vl/sft": "paddleocr_vl/0.9b",
+    "paddleocr_vl/sft_lora": "paddleocr_vl/0.9b",
+}
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_gpu_recipes_fit_an_80gb_gpu_by_plan(name):
+    from erniekit.models import flavor_args
+    from erniekit.parallel.estimate import plan
+
+    recipe = load_recipe(name)
+    result = plan(flavor_args(GPU_RECIPES[name]), recipe)
+    assert result["devices"] == recipe.parallel.world
+    assert result["total_GiB"] < 80 * 0.93, result  # 80 GB (74.5 GiB) less a few GiB for the runtime
