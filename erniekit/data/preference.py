@@ -78,10 +78,11 @@ def to_pair_messages(record: dict, fmt: str = "auto") -> tuple[list[dict], str, 
     else:
         if "chosen" not in record or "rejected" not in record:
             raise ValueError("missing field 'chosen' or 'rejected'")
-        if "prompt" in record:
+        if "prompt" in record:  # its <image> tags are filled from the record's images, as in SFT data
             p = record["prompt"]
-            messages = (
-                [{"role": "user", "content": p}] if isinstance(p, str) else chat_messages({"messages": p})
+            media = {k: record[k] for k in ("images", "videos") if k in record}
+            messages = chat_messages(
+                {"messages": [{"role": "user", "content": p}] if isinstance(p, str) else p, **media}
             )
         else:
             messages = chat_messages(record)

@@ -50,12 +50,6 @@ def to_prompt_messages(data: dict) -> list[dict]:
     return messages
 
 
-def _filled(message, media: Media):
-    return (
-        {**message, "content": media.fill(message.get("content"))} if isinstance(message, dict) else message
-    )
-
-
 RG_SCHEME = "reasoning-gym://"
 
 

@@ -88,6 +88,30 @@ def test_query_response_and_llamafactory_tags():
         to_messages({**lf, "images": ["a.png", "b.png", "c.png"]})
 
 
+def test_preference_pairs_and_rl_prompts_take_images_in_the_same_shapes():
+    from erniekit.data.preference import to_pair_messages
+    from erniekit.data.prompts import to_prompt_messages
+
+    parts = [{"role": "user", "content": [image("image", "a.png"), text("Colour?")]}]
+    want = parts
+    tagged = {"prompt": "<image>Colour?", "images": ["a.png"]}
+    lf_turns = {"messages": [{"role": "user", "content": "<image>Colour?"}], "images": ["a.png"]}
+    for record in ({"prompt": parts}, tagged, {"prompt": lf_turns["messages"], "images": ["a.png"]}):
+        assert to_pair_messages({**record, "chosen": "blue", "rejected": "red"}) == (want, "blue", "red")
+        assert to_prompt_messages({**record, "answer": "blue"}) == want
+    lf = {
+        **lf_turns,
+        "chosen": {"role": "assistant", "content": "blue"},
+        "rejected": {"role": "assistant", "content": "red"},
+    }
+    assert to_pair_messages(lf) == (want, "blue", "red")  # LLaMA-Factory's DPO layout
+    for broken in ({**tagged, "images": []}, {**tagged, "images": ["a.png", "b.png"]}):
+        with pytest.raises(ValueError, match="<image>"):
+            to_pair_messages({**broken, "chosen": "blue", "rejected": "red"})
+        with pytest.raises(ValueError, match="<image>"):
+            to_prompt_messages(broken)
+
+
 def _pictures(tmp_path, n=4):
     rs = np.random.RandomState(0)
     for i in range(n):
