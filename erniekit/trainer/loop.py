@@ -23,9 +23,10 @@ from erniekit import ops
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
 from erniekit.errors import ErniekitError, Interrupted
-from erniekit.models.common.moe import update_correction_bias
+from erniekit.models.common.moe import expert_usage, update_correction_bias
 from erniekit.parallel.clip import GlobalNormClip
 from erniekit.parallel.env import init_parallel
+from erniekit.parallel.estimate import check_layout
 from erniekit.parallel.plan import parallelize, sync_grads
 from erniekit.trainer import checkpoint as ckpt
 from erniekit.trainer.metrics import MetricsLogger
@@ -33,6 +34,7 @@ from erniekit.trainer.optim import LRSchedule, build_optimizer, grads_finite
 from erniekit.trainer.restore import (
     load_model_arrays,
     model_from_recipe,
+    recipe_args,
     saved_state_names,
     scale_learning_rates,
 )
@@ -151,6 +153,7 @@ class Trainer:
         self.precision = select_precision(t, self.device)
         if not recipe.data.train:
             raise ConfigError("training needs at least one file", key="data.train")
+        check_layout(recipe_args(recipe), recipe.parallel)  # before minutes of loading weights
         self.dist = init_parallel(recipe.parallel, t.grad_accum, t.micro_batch_size)
         paddle.seed(t.seed)  # the same initial weights on every rank
         self.tokenizer, model = model_from_recipe(recipe)
@@ -327,6 +330,8 @@ class Trainer:
 
     def handle_non_finite(self, loss: float) -> None:
         self.state.nan_steps += 1
+        for usage in expert_usage(self.model):  # the bad step's routing does not steer the balance
+            usage.zero_()
         what = f"non-finite loss {loss} or gradient at step {self.state.step + 1}"
         if self.recipe.train.on_nan == "skip":
             log.warning("%s: update skipped (%d so far)", what, self.state.nan_steps)

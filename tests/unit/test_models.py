@@ -179,10 +179,12 @@ def test_correction_bias_moves_toward_balance():
     layer.train()
     layer(paddle.randn([40, 64]))
     usage = layer.expert_usage.numpy().copy()
+    assert usage.sum() == 40 * layer.gate.top_k and usage.max() > usage.min()  # every assignment counted
     update_correction_bias(layer, rate=0.01)
     bias = layer.gate.e_score_correction_bias.numpy()
-    assert np.all(bias[usage > usage.mean()] < 0) and np.all(bias[usage < usage.mean()] > 0)
+    assert np.all(bias[usage > usage.mean()] == -0.01) and np.all(bias[usage < usage.mean()] == 0.01)
     assert layer.expert_usage.numpy().sum() == 0
+    assert "gate.e_score_correction_bias" in dict(layer.named_buffers())  # updated in place
 
 
 @pytest.mark.parametrize("flavor", ["ernie4_5/debug-moe", "ernie4_5_vl/debug", "paddleocr_vl/debug"])

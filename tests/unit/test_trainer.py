@@ -8,6 +8,7 @@ import pytest
 
 from erniekit.config.core import ConfigError
 from erniekit.errors import CheckpointError, ErniekitError
+from erniekit.models.common.moe import expert_usage
 from erniekit.trainer.loop import Trainer, TrainingStopped
 from erniekit.trainer.metrics import read_metrics
 from tests.helpers import debug_recipe
@@ -165,6 +166,38 @@ def test_non_finite_loss_skip_counts(tmp_path, monkeypatch):
     assert [
         r["nan_steps"] for r in read_metrics(trainer.output_dir / "metrics.jsonl") if "nan_steps" in r
     ] == [1, 2, 3]
+
+
+def test_a_nan_image_skips_its_step_and_leaves_weights_and_expert_biases_alone(tmp_path, monkeypatch):
+    """VL: non-finite pixels poison the loss through the vision tower; on_nan=skip keeps every weight
+    and the aux-loss-free correction biases (state_dict) as they were, and the next step trains."""
+    recipe, extra = RECIPES["vl"]
+    trainer = Trainer(
+        debug_recipe(tmp_path, *FAST, *extra, "train.max_steps=2", "train.on_nan=skip", recipe=recipe)
+    )
+    real = trainer.method.next_micro_batches
+    calls = {"n": 0}
+
+    def poisoned(count):
+        batches = real(count)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            assert all("pixel_values" in b for b in batches)
+            for b in batches:
+                b["pixel_values"] = b["pixel_values"] * float("nan")
+        return batches
+
+    monkeypatch.setattr(trainer.method, "next_micro_batches", poisoned)
+    trainer.model.train()
+    before = weights(trainer)
+    assert any("e_score_correction_bias" in k for k in before)
+    trainer.train_step()
+    assert trainer.state.nan_steps == 1
+    assert all(np.array_equal(v, weights(trainer)[k]) for k, v in before.items())
+    assert all(float(u.abs().sum()) == 0 for u in expert_usage(trainer.model))  # its routing forgotten
+    record = trainer.train_step()
+    assert math.isfinite(record["loss"]) and trainer.state.nan_steps == 1
+    assert any(not np.array_equal(v, weights(trainer)[k]) for k, v in before.items() if "correction" in k)
 
 
 def test_setup_errors_are_clear(tmp_path):

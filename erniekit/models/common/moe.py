@@ -175,7 +175,7 @@ class MoE(nn.Layer):
         counts = F.one_hot(chosen.reshape([-1]), self.num_experts).sum(axis=0)
         if self.training:
             with paddle.no_grad():
-                usage += counts
+                usage.add_(counts.astype(usage.dtype))  # in place: ``+=`` would rebind a new tensor
         return experts(x_th, chosen, weights), probs, counts
 
     def _route_by_modality(self, x_th: paddle.Tensor, vision: paddle.Tensor):
@@ -199,6 +199,12 @@ class MoE(nn.Layer):
 
 
 @paddle.no_grad()
+def expert_usage(model: nn.Layer) -> list[paddle.Tensor]:
+    """Every routed set's assignment counter (since the last correction-bias update)."""
+    return [usage for layer in model.sublayers(include_self=True) if isinstance(layer, MoE)
+            for _, _, usage in layer.routed_sets()]  # fmt: skip
+
+
 def update_correction_bias(model: nn.Layer, rate: float, reduce_usage=None) -> None:
     """Auxiliary-loss-free balancing (ERNIE 4.5): nudge each expert's selection bias toward even load.
 
@@ -210,5 +216,5 @@ def update_correction_bias(model: nn.Layer, rate: float, reduce_usage=None) -> N
             for gate, _, usage in layer.routed_sets():
                 if reduce_usage is not None:
                     reduce_usage(usage)
-                gate.e_score_correction_bias += rate * paddle.sign(usage.mean() - usage)
+                gate.e_score_correction_bias.add_(rate * paddle.sign(usage.mean() - usage))
                 usage.zero_()
