@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from erniekit.config.core import ConfigError
 from erniekit.models.common.args import ModelArgs
 from erniekit.ops.cross_entropy import CHUNK_BYTES, KEEP_BYTES
 
@@ -93,7 +94,18 @@ def total_params(a: ModelArgs) -> int:
     )
 
 
+def check_layout(a: ModelArgs, p) -> None:
+    """Layout rules that need the model's shape: checked before any weight is read, and by plan."""
+    if p.sequence_parallel and p.tp > 1 and a.num_moe_layers:
+        raise ConfigError(
+            "sequence parallelism does not combine with MoE layers (their routing and experts run on "
+            "whole sequences); leave it off and split the experts with ep_group: tp",
+            key="parallel.sequence_parallel",
+        )
+
+
 def plan(a: ModelArgs, recipe) -> dict:
+    check_layout(a, recipe.parallel)
     p, t = recipe.parallel, recipe.train
     c = count(a)
     seq, mbs = recipe.data.max_seq_len, t.micro_batch_size

@@ -18,11 +18,13 @@ from erniekit.config.core import ConfigError
 from erniekit.config.schema import Recipe
 from erniekit.models.common import parallel as plans
 from erniekit.models.common.decoder import CausalLM
+from erniekit.parallel.estimate import check_layout
 from erniekit.parallel.layout import Layout
 
 
 def parallelize(model: CausalLM, ctx, recipe: Recipe):
     p = recipe.parallel
+    check_layout(model.args, p)
     splits, ep_group = {}, None
     if p.tp > 1:
         splits.update(plans.apply_tensor_parallel(model, ctx))

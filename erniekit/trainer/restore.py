@@ -24,6 +24,14 @@ from erniekit.tokenizer import load_tokenizer
 from erniekit.trainer import checkpoint as ckpt
 
 
+def recipe_args(recipe: Recipe):
+    """The model shape a recipe trains (model.path's config.json, or the flavor), no weights read."""
+    from erniekit.models import load_args
+
+    m = recipe.model
+    return load_args(m.path) if m.path is not None else flavor_args(m.flavor)
+
+
 def model_from_recipe(recipe: Recipe):
     """(tokenizer, model): base weights from model.path or a seeded flavor, then LoRA when enabled."""
     m = recipe.model

@@ -93,3 +93,25 @@ def test_vl_parts_count_exactly_and_frozen_parts_carry_no_gradients(flavor):
         saved = sum(parts.get(name, 0) for name in frozen) * 4 / GiB
         assert whole["grads_GiB"] - part["grads_GiB"] == pytest.approx(saved), frozen
         assert part["weights_GiB"] == whole["weights_GiB"]
+
+
+def test_sequence_parallel_with_moe_is_refused_before_any_weight_is_read(tmp_path):
+    """plan and the trainer both stop on it, the trainer before building the model."""
+    from erniekit.config import ConfigError
+    from erniekit.trainer.loop import Trainer
+    from tests.helpers import debug_recipe
+
+    sp = ["parallel.tp=2", "parallel.sequence_parallel=true"]
+    with pytest.raises(
+        ConfigError, match="parallel.sequence_parallel: sequence parallelism does not combine"
+    ):
+        plan(flavor_args("ernie4_5/debug-moe"), load_recipe("ernie4_5/debug_sft", sp))
+    from erniekit.models import save_pretrained
+
+    missing = tmp_path / "no-weights"  # config.json only: reading weights would fail differently
+    save_pretrained(build_model("ernie4_5/debug-moe", seed=0), missing)
+    for weights in missing.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ConfigError, match="sequence parallelism does not combine with MoE"):
+        Trainer(debug_recipe(tmp_path, *sp, f"model.path={missing}", "model.flavor=null"))
+    plan(flavor_args("ernie4_5/debug"), load_recipe("ernie4_5/debug_sft", sp))  # dense: fine

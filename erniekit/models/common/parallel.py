@@ -491,12 +491,7 @@ def apply_sequence_parallel(model: CausalLM, ctx) -> None:
     """Make a tensor-parallel decoder sequence-parallel (after apply_tensor_parallel). Parameter names
     do not change: the embedding's output is scattered and each norm's output gathered by forward hooks;
     column/row layers change their forward (class mixins)."""
-    group = ctx.group("tp")
-    if any(isinstance(layer.mlp, MoE) for layer in model.layers):
-        raise ValueError(
-            "sequence parallelism is not supported with MoE layers (their replicated routing "
-            "would be counted once per tensor rank); use tp with ep_group: tp instead"
-        )
+    group = ctx.group("tp")  # (MoE layers are refused earlier: erniekit.parallel.estimate.check_layout)
     model.embed_tokens.register_forward_post_hook(lambda layer, inputs, out: _ScatterSeq.apply(out, group))
     norms = [model.norm] + [
         n for layer in model.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
