@@ -255,6 +255,39 @@ def test_vl_layout_matches_one_process(name, tmp_path):
     assert_same(got, single(tmp_path, *VL_COMMON, *single_overrides, recipe=VL))
 
 
+def test_vl_checkpoints_are_layout_independent(tmp_path):
+    """A VL run saved with the vision tower, resampler and both expert sets split over tp resumes in one
+    process; one process's checkpoint resumes as 2 pipeline stages (the vision tower on the first)."""
+    # 4 micro-batches of 2 rows throughout (the reported aux loss is a per-micro-batch statistic)
+    args = [
+        *VL_COMMON,
+        "train.micro_batch_size=2",
+        "train.grad_accum=4",
+        "checkpoint.every=2",
+        "checkpoint.keep=0",
+    ]
+    reference = single(tmp_path / "ref", *args, recipe=VL)
+    tp_ep = ["parallel.tp=2", "parallel.ep=2", "parallel.ep_group=tp"]
+    wide = launch(tmp_path / "wide", 2, *tp_ep, *args, "train.max_steps=2", recipe=VL)
+    run_dir = tmp_path / "wide" / "dist" / "run"
+    narrowed = Trainer(
+        debug_recipe(
+            tmp_path / "narrow", *COMMON, *args, f"train.output_dir={run_dir}", "train.resume=auto", recipe=VL
+        )
+    )
+    assert narrowed.state.step == 2
+    narrowed.fit()
+    assert_same(wide + [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r][2:], reference)
+    ref_dir = tmp_path / "ref" / "single" / "out"
+    for later in ("checkpoint-4", "checkpoint-5"):
+        if (ref_dir / later).exists():
+            (ref_dir / later).rename(tmp_path / f"unused-{later}")
+    resume = [f"train.output_dir={ref_dir}", "train.resume=auto"]
+    widened = launch(tmp_path / "widen", 2, *args, "parallel.pp=2", *resume, recipe=VL)
+    assert [r["step"] for r in widened] == [1, 2, 3, 4, 5]
+    assert_same(widened, reference)
+
+
 def test_dpo_under_tensor_parallelism(tmp_path):
     args = ["train.micro_batch_size=2", "train.grad_accum=1", "train.eval_on_start=false"]
     assert_same(
