@@ -97,10 +97,12 @@ def record(image: str, question: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": answer}]}
 
 
-def write(out: Path, rows: list[tuple[str, str, str]], holdout: int, seed: int) -> None:
-    """train / eval / eval_prompts from (image, question, answer) rows, holding out ``holdout``."""
+def write(out: Path, rows: list[tuple[str, str, str]], holdout: int, seed: int, shuffle: bool = True) -> None:
+    """train / eval / eval_prompts from (image, question, answer) rows, holding out ``holdout`` (a random
+    choice, or the first ``holdout`` rows without ``shuffle``)."""
     order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
+    if shuffle:
+        random.Random(seed).shuffle(order)
     held, train = order[:holdout], order[holdout:]
 
     def dump(name: str, items) -> None:
@@ -155,23 +157,30 @@ def ocr(
     out: Path, n: int, length: int, holdout: int, seed: int, alphabet: str, jitter: int, size: int = 24
 ) -> None:
     """Strings drawn in Pillow's default font on small canvases, shifted by up to ``jitter`` pixels:
-    read them back."""
+    read them back. The held-out strings are distinct and none is ever drawn for training, so a model
+    scores on them only by reading the characters, not by recalling a string it has seen."""
     from PIL import Image, ImageDraw, ImageFont
 
     rng = random.Random(seed)
     font = ImageFont.load_default(size=size)
     alphabet = {"digits": string.digits, "alnum": string.digits + string.ascii_uppercase}[alphabet]
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
+    if holdout > len(alphabet) ** length // 2:
+        raise SystemExit(f"--holdout {holdout}: {length}-character strings are too few to hold out that many")
+    rows, held = [], set()
     for i in range(n):
         word = "".join(rng.choice(alphabet) for _ in range(length))
+        while word in held:  # the held-out rows come first, each a new string; training never sees them
+            word = "".join(rng.choice(alphabet) for _ in range(length))
+        if i < holdout:
+            held.add(word)
         img = Image.new("L", (size * length // 2 + 2 * size, 2 * size), 255)
         x, y = size // 2 + rng.randint(0, jitter), size // 4 + rng.randint(0, jitter)
         ImageDraw.Draw(img).text((x, y), word, fill=0, font=font)
         path = f"images/text_{i:05d}.png"
         img.save(out / path)
         rows.append((path, "OCR:", word))
-    write(out, rows, holdout, seed)
+    write(out, rows, holdout, seed, shuffle=False)
 
 
 def main() -> None:
