@@ -129,6 +129,18 @@ def widen_torch(model, scale: float = 0.3) -> None:
                 p.copy_(torch.randn_like(p) * scale)
 
 
+# the tiny decoder both VL families' parity models share
+TINY_VL_TEXT = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    pad_token_id=0,
+)
+
+
 def tiny_hf_ernie_vl(path, seed: int = 0):
     """A tiny random transformers ERNIE 4.5 VL (2 decoder layers: dense, then text+vision MoE; a 2-block
     ViT) saved to ``path``; returns the torch model."""
@@ -138,19 +150,13 @@ def tiny_hf_ernie_vl(path, seed: int = 0):
     torch.manual_seed(seed)
     cfg = Ernie4_5_VLMoeConfig(
         text_config=dict(
-            vocab_size=256,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **TINY_VL_TEXT,
             rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [3, 3, 2]},
             moe_num_experts=4,
             moe_k=2,
             moe_intermediate_size=[32, 16],
             moe_num_shared_experts=1,
             mlp_layer_types=["dense", "sparse"],
-            pad_token_id=0,
         ),
         vision_config=dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64),
         **VL_TOKENS,
@@ -170,16 +176,10 @@ def tiny_hf_paddleocr_vl(path, seed: int = 0):
     torch.manual_seed(seed)
     cfg = PaddleOCRVLConfig(
         text_config=dict(
-            vocab_size=256,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **TINY_VL_TEXT,
             head_dim=16,
             rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [2, 3, 3]},
             tie_word_embeddings=False,
-            pad_token_id=0,
         ),
         vision_config=dict(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=84

@@ -14,6 +14,22 @@ from erniekit.models.common.args import ModelArgs
 from erniekit.models.common.weights import Rule
 
 
+def decoder_config(args: ModelArgs) -> dict:
+    """The config.json keys every family's decoder writes alike (transformers' names)."""
+    return {
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.hidden_size,
+        "intermediate_size": args.intermediate_size,
+        "num_hidden_layers": args.num_layers,
+        "num_attention_heads": args.num_heads,
+        "num_key_value_heads": args.num_kv_heads,
+        "head_dim": args.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": args.max_position_embeddings,
+        "rms_norm_eps": args.rms_norm_eps,
+    }
+
+
 def decoder_rules(args: ModelArgs, layout: str = "hf", moe_rules: Callable | None = None) -> list[Rule]:
     """Rules of the whole decoder; ``moe_rules(args, src, dst, hf)`` replaces the MoE layers' rules
     (multimodal ERNIE stores its two expert sets differently)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from erniekit.errors import CheckpointError
 from erniekit.models.common.args import ModelArgs, VisionArgs, vision_block_params
-from erniekit.models.common.hf_layout import decoder_rules, expert_rules, mlp_rules
+from erniekit.models.common.hf_layout import decoder_config, decoder_rules, expert_rules, mlp_rules
 from erniekit.models.common.weights import Rule
 from erniekit.models.ernie4_5_vl.model import ernie4_5_vl_args
 
@@ -186,16 +186,7 @@ def config_from_args(args: ModelArgs) -> dict:
     v = args.vision
     text = {
         "model_type": "ernie4_5_vl_moe_text",
-        "vocab_size": args.vocab_size,
-        "hidden_size": args.hidden_size,
-        "intermediate_size": args.intermediate_size,
-        "num_hidden_layers": args.num_layers,
-        "num_attention_heads": args.num_heads,
-        "num_key_value_heads": args.num_kv_heads,
-        "head_dim": args.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": args.max_position_embeddings,
-        "rms_norm_eps": args.rms_norm_eps,
+        **decoder_config(args),
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": args.rope_theta,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from erniekit.errors import CheckpointError
 from erniekit.models.common.args import ModelArgs
-from erniekit.models.common.hf_layout import decoder_rules
+from erniekit.models.common.hf_layout import decoder_config, decoder_rules
 from erniekit.models.common.weights import Rule
 from erniekit.models.llama.model import llama_args
 
@@ -62,16 +62,7 @@ def config_from_args(args: ModelArgs) -> dict:
     cfg = {
         "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
         "model_type": "qwen2" if qwen else "llama",
-        "vocab_size": args.vocab_size,
-        "hidden_size": args.hidden_size,
-        "intermediate_size": args.intermediate_size,
-        "num_hidden_layers": args.num_layers,
-        "num_attention_heads": args.num_heads,
-        "num_key_value_heads": args.num_kv_heads,
-        "head_dim": args.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": args.max_position_embeddings,
-        "rms_norm_eps": args.rms_norm_eps,
+        **decoder_config(args),
         "rope_theta": args.rope_theta,
         "rope_parameters": {"rope_theta": args.rope_theta, **(args.rope_scaling or {"rope_type": "default"})},
         "tie_word_embeddings": args.tie_word_embeddings,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from erniekit.errors import CheckpointError
 from erniekit.models.common.args import ModelArgs, VisionArgs, vision_block_params
-from erniekit.models.common.hf_layout import decoder_rules
+from erniekit.models.common.hf_layout import decoder_config, decoder_rules
 from erniekit.models.common.weights import Rule
 from erniekit.models.paddleocr_vl.model import paddleocr_vl_args
 
@@ -94,16 +94,7 @@ def config_from_args(args: ModelArgs) -> dict:
     v = args.vision
     text = {
         "model_type": "paddleocr_vl_text",
-        "vocab_size": args.vocab_size,
-        "hidden_size": args.hidden_size,
-        "intermediate_size": args.intermediate_size,
-        "num_hidden_layers": args.num_layers,
-        "num_attention_heads": args.num_heads,
-        "num_key_value_heads": args.num_kv_heads,
-        "head_dim": args.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": args.max_position_embeddings,
-        "rms_norm_eps": args.rms_norm_eps,
+        **decoder_config(args),
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": args.rope_theta,
