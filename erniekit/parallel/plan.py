@@ -139,7 +139,7 @@ class PipeDecoderLayer(nn.Layer):
         from erniekit.models.common.attention import AttentionMask
 
         hidden, position_ids, segment_ids, *types = inputs
-        s = hidden.shape[1]
+        s = position_ids.shape[-1]  # the whole sequence: with sequence parallelism hidden holds a slice
         mask = AttentionMask(s, s, segment_ids)
         out, aux = self.layer(hidden, self.rotary(position_ids), mask, None, types[0] if types else None)
         if aux is not None and self.training:

@@ -212,6 +212,7 @@ def test_layout_matches_one_process(name, tmp_path):
 # per-micro-batch statistic): the correction biases move after every step, on every layout alike.
 VL = "ernie4_5_vl/debug_sft"
 VL_COMMON = ["model.router_aux_loss_coef=0", "model.moe_bias_update_rate=0.001"]
+OCR = ["model.flavor=paddleocr_vl/debug", "data.image_min_pixels=3136", "data.image_max_pixels=12544"]
 VL_SCENARIOS = {
     # one process runs the same micro-batches (the load-balancing statistic is reported per micro-batch):
     # each of 2 ranks takes 2 of the step's 4 micro-batches of 2 rows (the recipe accumulates 2)
@@ -244,6 +245,12 @@ VL_SCENARIOS = {
         2,
         ["parallel.pp=2", "train.micro_batch_size=2", "train.grad_accum=4"],
         ["train.micro_batch_size=2", "train.grad_accum=4"],
+    ),
+    # PaddleOCR-VL's dense decoder: the sequence is split after the images are spliced in
+    "ocr-tp2-sp": (
+        2,
+        [*OCR, "parallel.tp=2", "parallel.sequence_parallel=true", "train.micro_batch_size=4"],
+        [*OCR, "train.micro_batch_size=4"],
     ),
 }
 

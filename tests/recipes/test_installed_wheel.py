@@ -116,4 +116,10 @@ def test_wheel_install_trains_exports_and_chats_from_an_empty_directory(installe
     reply = run([erniekit, *ask], tmp_path, env).stdout
     from_checkout = run([sys.executable, "-m", "erniekit", *ask], tmp_path, {**env, "PYTHONPATH": str(ROOT)})
     assert reply == from_checkout.stdout and reply.endswith("\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "mine", "my_sft.yaml", "output"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "export",
+        "mine",
+        "my_sft.yaml",
+        "my_tp.yaml",
+        "output",
+    ]

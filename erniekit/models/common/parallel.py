@@ -489,10 +489,13 @@ def _mix(layer, mixin, group) -> None:
 
 def apply_sequence_parallel(model: CausalLM, ctx) -> None:
     """Make a tensor-parallel decoder sequence-parallel (after apply_tensor_parallel). Parameter names
-    do not change: the embedding's output is scattered and each norm's output gathered by forward hooks;
-    column/row layers change their forward (class mixins)."""
+    do not change: the first layer's input is scattered (after a VL model splices its images into the
+    embeddings) and each norm's output gathered by forward hooks; column/row layers change their
+    forward (class mixins)."""
     group = ctx.group("tp")  # (MoE layers are refused earlier: erniekit.parallel.estimate.check_layout)
-    model.embed_tokens.register_forward_post_hook(lambda layer, inputs, out: _ScatterSeq.apply(out, group))
+    model.layers[0].register_forward_pre_hook(
+        lambda layer, inputs: (_ScatterSeq.apply(inputs[0], group), *inputs[1:])
+    )
     norms = [model.norm] + [
         n for layer in model.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
     ]
