@@ -50,10 +50,10 @@ SHAPES = {
                     image_size=384),
     ),
 }  # fmt: skip
-TOKENS = dict(image=250, start=251, end=252, video=253)
+TOKENS = dict(image=250, start=251, end=252, video=253, video_start=254, video_end=255)
 
 
-def build_reference(spec: dict, path: str):
+def build_reference(spec: dict, path: str, tokens: dict = TOKENS):
     """A random transformers model of ``spec``, saved to ``path`` (weights far from init, as in tests)."""
     import torch
     from transformers import (
@@ -75,22 +75,22 @@ def build_reference(spec: dict, path: str):
                 "mlp_layer_types": ["dense"] + ["sparse"] * (layers - 1),
             },
             vision_config=spec["vision"],
-            image_token_id=TOKENS["image"],
-            image_start_token_id=TOKENS["start"],
-            image_end_token_id=TOKENS["end"],
-            video_token_id=TOKENS["video"],
-            video_start_token_id=254,
-            video_end_token_id=255,
+            image_token_id=tokens["image"],
+            image_start_token_id=tokens["start"],
+            image_end_token_id=tokens["end"],
+            video_token_id=tokens["video"],
+            video_start_token_id=tokens["video_start"],
+            video_end_token_id=tokens["video_end"],
         )
         model = Ernie4_5_VLMoeForConditionalGeneration(cfg)
     else:
         cfg = PaddleOCRVLConfig(
             text_config={**text, "rope_parameters": rope, "tie_word_embeddings": False},
             vision_config=spec["vision"],
-            image_token_id=TOKENS["image"],
-            vision_start_token_id=TOKENS["start"],
-            vision_end_token_id=TOKENS["end"],
-            video_token_id=TOKENS["video"],
+            image_token_id=tokens["image"],
+            vision_start_token_id=tokens["start"],
+            vision_end_token_id=tokens["end"],
+            video_token_id=tokens["video"],
             tie_word_embeddings=False,
         )
         model = PaddleOCRVLForConditionalGeneration(cfg)
@@ -102,6 +102,23 @@ def build_reference(spec: dict, path: str):
                 p.normal_(0.0, 0.05)
     model.eval().save_pretrained(path)
     return model
+
+
+def reference_inputs(family: str, ids, pixel_values, grid_thw, tokens: dict = TOKENS) -> dict:
+    """transformers' forward arguments for our arrays: token types spelled out (which tokens are an
+    image's, and for ERNIE VL which go to the vision experts), PaddleOCR-VL's patches as images."""
+    import torch
+
+    t_ids = torch.tensor(ids)
+    pixels = torch.tensor(pixel_values)
+    kw = dict(input_ids=t_ids, image_grid_thw=torch.tensor(grid_thw))
+    kw["mm_token_type_ids"] = (t_ids == tokens["image"]).long()
+    if family == "ernie4_5_vl":
+        vision = (t_ids == tokens["image"]) | (t_ids == tokens["start"]) | (t_ids == tokens["end"])
+        kw["moe_mm_token_type_ids"] = vision.long()
+    else:
+        pixels = pixels.reshape(pixels.shape[0], 3, 14, 14)
+    return {**kw, "pixel_values": pixels}
 
 
 def measure(name: str, spec: dict, image_side: int, repeats: int) -> dict:
@@ -123,19 +140,12 @@ def measure(name: str, spec: dict, image_side: int, repeats: int) -> dict:
     n = pics.tokens(ours.args.vision.spatial_merge_size)[0]
     text = list(np.random.RandomState(1).randint(5, 240, 64))
     ids = [*text[:8], TOKENS["start"], *[TOKENS["image"]] * n, TOKENS["end"], *text[8:]]
-    t_ids = torch.tensor([ids])
-    kw = dict(image_grid_thw=torch.tensor(pics.grid_thw), mm_token_type_ids=(t_ids == TOKENS["image"]).long())
-    pixels = torch.tensor(pics.pixel_values)
-    if spec["family"] == "ernie4_5_vl":
-        vision = (t_ids == TOKENS["image"]) | (t_ids == TOKENS["start"]) | (t_ids == TOKENS["end"])
-        kw["moe_mm_token_type_ids"] = vision.long()
-    else:
-        pixels = pixels.reshape(pixels.shape[0], 3, 14, 14)
+    kw = reference_inputs(spec["family"], np.array([ids]), pics.pixel_values, pics.grid_thw)
     p_ids, p_pixels = paddle.to_tensor([ids]), paddle.to_tensor(pics.pixel_values)
 
     def theirs():
         with torch.no_grad():
-            return ref(input_ids=t_ids, pixel_values=pixels, **kw).logits.numpy()
+            return ref(**kw).logits.numpy()
 
     def mine():
         with paddle.no_grad():
