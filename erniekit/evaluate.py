@@ -1,8 +1,9 @@
 """``erniekit eval``: loss and perplexity on ``data.eval``, and generation scores on ``eval.generation``.
 
 The target is a recipe (its model and data), or a model directory / training run, in which case the data
-files come from the command line. Results are printed and, with ``--out``, written as JSON together with
-every completion.
+files come from the command line. An RL recipe's ``data.eval`` holds prompts with answers: they are
+generation files (unless ``eval.generation`` names others), not loss data. Results are printed and,
+with ``--out``, written as JSON together with every completion.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def target_recipe(
 ) -> tuple[Recipe, str]:
     """The recipe to evaluate, and where the weights are: 'recipe' (its model) or a model/run directory."""
     from erniekit.config.load import apply_overrides
-    from erniekit.config.schema import DatasetSpec
+    from erniekit.config.schema import DatasetSpec, PolicyGradientConfig
     from erniekit.trainer.restore import find_checkpoint
 
     path = Path(target)
@@ -78,6 +79,9 @@ def target_recipe(
         recipe, weights = load_recipe(find_checkpoint(path) / "config.yaml", overrides), str(path)
     else:
         recipe, weights = load_recipe(target, overrides), "recipe"
+    if isinstance(recipe.method, PolicyGradientConfig):  # an RL recipe's eval files hold prompts, no targets
+        recipe.eval.generation = recipe.eval.generation or recipe.data.eval
+        recipe.data.eval = []
     recipe.data.eval += [DatasetSpec(path=p) for p in data]
     recipe.eval.generation += [DatasetSpec(path=p) for p in generation]
     return recipe, weights

@@ -9,6 +9,7 @@ The packages' wheels are fetched with ``pip download --no-deps`` (nothing is ins
 (wheels differ by platform, their data does not). Each dataset directory gets ``images/`` and:
 
 * ``train.jsonl``: SFT records, chat messages with an image part (``{"type": "image", "image": PATH}``);
+* ``train_prompts.jsonl``: the training records' prompts with their ``answer`` (RL prompts, GRPO/PPO);
 * ``eval.jsonl``: held-out records of the same form (loss and perplexity, ``erniekit eval --data``);
 * ``eval_prompts.jsonl``: the held-out prompts with their ``answer`` (``erniekit eval --generation``,
   scored with ``eval.scorer=exact``).
@@ -108,12 +109,13 @@ def write(out: Path, rows: list[tuple[str, str, str]], holdout: int, seed: int, 
     def dump(name: str, items) -> None:
         (out / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
 
+    def prompt(i: int) -> dict:
+        return {"prompt": record(*rows[i])["messages"][:1], "answer": rows[i][2]}
+
     dump("train.jsonl", (record(*rows[i]) for i in train))
+    dump("train_prompts.jsonl", (prompt(i) for i in train))
     dump("eval.jsonl", (record(*rows[i]) for i in held))
-    dump(
-        "eval_prompts.jsonl",
-        ({"prompt": record(*rows[i])["messages"][:1], "answer": rows[i][2]} for i in held),
-    )
+    dump("eval_prompts.jsonl", (prompt(i) for i in held))
     print(f"{out}: {len(train)} training, {len(held)} held-out records")
 
 

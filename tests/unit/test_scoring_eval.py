@@ -80,3 +80,15 @@ def test_eval_cli_reports_loss_and_generation_scores(tmp_path):
         result["loss"]["ppl"], math.exp(result["loss"]["loss"])
     )
     assert result["generation"][str(prompts)]["n"] == 4 and len(result["samples"]) == 4
+
+
+def test_an_rl_recipes_eval_prompts_are_generated_for_not_scored_as_loss(tmp_path):
+    from erniekit.evaluate import target_recipe
+
+    rl = ["data.eval=[samples://rl_arithmetic.jsonl]"]
+    recipe, weights = target_recipe("ernie4_5/debug_grpo", rl, ["samples://sft_alpaca.json"], [])
+    assert weights == "recipe"
+    assert [s.path for s in recipe.eval.generation] == ["samples://rl_arithmetic.jsonl"]
+    assert [s.path for s in recipe.data.eval] == ["samples://sft_alpaca.json"]  # --data still is loss data
+    sft, _ = target_recipe("ernie4_5/debug_sft", ["data.eval=[samples://sft_alpaca.json]"], [], [])
+    assert [s.path for s in sft.data.eval] == ["samples://sft_alpaca.json"] and not sft.eval.generation
