@@ -13,24 +13,6 @@ from pathlib import Path
 from typing import TextIO
 
 
-def load_for_inference(path: str | Path):
-    """(tokenizer, model, image processor or None) from an HF model directory, or from a checkpoint /
-    run (LoRA merged). A vision-language model's tokenizer renders image parts its family's way."""
-    from erniekit.export.hf import merged_model
-    from erniekit.models import adapt_tokenizer, image_processor, load_model
-    from erniekit.tokenizer import load_tokenizer
-    from erniekit.trainer.restore import recipe_processor, restore
-
-    path = Path(path)
-    if (path / "config.json").is_file():
-        model, tokenizer = load_model(path), load_tokenizer(path)
-        model.eval()
-        adapt_tokenizer(tokenizer, model.args)
-        return tokenizer, model, image_processor(model.args, path) if model.args.vision else None
-    recipe, tokenizer, model = restore(path)
-    return tokenizer, merged_model(model), recipe_processor(recipe, model.args)
-
-
 class StreamPrinter:
     """Prints the text of a growing token sequence as it grows (whole characters only)."""
 
@@ -62,23 +44,24 @@ def reply(
     processor=None,
 ) -> str:
     from erniekit.data.multimodal import PromptEncoder
+    from erniekit.inference.engine import Engine, Request
 
     ids, images, videos = PromptEncoder(tokenizer, processor, model.args.vision)(messages)
     printer = StreamPrinter(tokenizer, out) if out is not None else None
-    tokens = model.generate(
-        [ids],
-        images=[images],
-        videos=[videos],
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        eos_token_ids=tokenizer.stop_ids,
-        pad_token_id=tokenizer.pad_id,
-        seed=seed,
-        on_token=printer,
-    )[0]
-    return tokenizer.decode(tokens)
+    request = Request(
+        ids,
+        max_new_tokens,
+        temperature,
+        top_p,
+        top_k,
+        seed,
+        eos_token_ids=frozenset(tokenizer.stop_ids),
+        on_token=(lambda token: printer(0, token)) if printer is not None else None,
+        images=images,
+        videos=videos,
+    )
+    Engine(model, max_batch=1, max_model_len=len(ids) + max_new_tokens).run([request])
+    return tokenizer.decode(request.tokens)
 
 
 def user_message(text: str, images: list[str]) -> dict:
@@ -101,6 +84,7 @@ def chat(
     **sampling,
 ) -> int:
     from erniekit.errors import ErniekitError
+    from erniekit.inference.load import load_for_inference
 
     tokenizer, model, processor = load_for_inference(path)
     if images and processor is None:

@@ -21,6 +21,7 @@ def generation_scores(tokenizer, model, recipe: Recipe, processor=None) -> tuple
     """Generate for every {prompt, answer} record of eval.generation and score; a vision-language model
     (``processor`` given) reads the prompts' images, paths relative to the prompt file."""
     from erniekit.data.multimodal import PromptEncoder
+    from erniekit.inference.engine import Engine, Request
 
     cfg = recipe.eval
     scorer = resolve_scorer(cfg.scorer)
@@ -28,27 +29,29 @@ def generation_scores(tokenizer, model, recipe: Recipe, processor=None) -> tuple
     results, samples = {}, []
     for spec in cfg.generation:
         records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples)
-        scores = []
-        for i in range(0, len(records), cfg.batch_size):
-            chunk = records[i : i + cfg.batch_size]
-            prompts, images, videos = zip(*(encode(r.messages, r.base_dir) for r in chunk))
-            outs = model.generate(
-                list(prompts),
-                images=list(images),
-                videos=list(videos),
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                eos_token_ids=tokenizer.stop_ids,
-                pad_token_id=tokenizer.pad_id,
-                seed=recipe.train.seed,
+        encoded = [encode(r.messages, r.base_dir) for r in records]
+        requests = [
+            Request(
+                ids,
+                cfg.max_new_tokens,
+                cfg.temperature,
+                seed=recipe.train.seed + n,  # each record its own draws, whatever it is batched with
+                eos_token_ids=frozenset(tokenizer.stop_ids),
+                images=images,
+                videos=videos,
             )
-            for record, tokens in zip(chunk, outs):
-                completion = tokenizer.decode(tokens)
-                score = float(scorer(completion, record.answer, record.data))
-                scores.append(score)
-                samples.append(
-                    {"where": record.where, "completion": completion, "answer": record.answer, "score": score}
-                )
+            for n, (ids, images, videos) in enumerate(encoded)
+        ]
+        longest = max(len(ids) for ids, _, _ in encoded)
+        Engine(model, max_batch=cfg.batch_size, max_model_len=longest + cfg.max_new_tokens).run(requests)
+        scores = []
+        for record, request in zip(records, requests):
+            completion = tokenizer.decode(request.tokens)
+            score = float(scorer(completion, record.answer, record.data))
+            scores.append(score)
+            samples.append(
+                {"where": record.where, "completion": completion, "answer": record.answer, "score": score}
+            )
         results[spec.path] = {"score": sum(scores) / len(scores), "n": len(scores)}
     return results, samples
 
@@ -90,7 +93,7 @@ def target_recipe(
 def run_eval(
     target: str, overrides: list[str], data: list[str], generation: list[str], out: str | None = None
 ) -> dict:
-    from erniekit.chat import load_for_inference
+    from erniekit.inference.load import load_for_inference
     from erniekit.trainer.restore import model_from_recipe
 
     recipe, weights = target_recipe(target, overrides, data, generation)

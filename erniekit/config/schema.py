@@ -343,7 +343,7 @@ class EvalConfig:
     )
     max_new_tokens: int = option(128, "Longest completion generated per prompt.", gt=0)
     temperature: float = option(0.0, "Sampling temperature; 0 is greedy.", ge=0)
-    batch_size: int = option(8, "Prompts generated together (left-padded).", gt=0)
+    batch_size: int = option(8, "Prompts generated together (rows of the continuous batch).", gt=0)
 
 
 @dataclass

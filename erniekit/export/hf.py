@@ -60,18 +60,5 @@ def export_hf(
     return out
 
 
-def merged_model(model):
-    """A plain model (no adapter layers) with any LoRA folded into its weights; the model itself if none."""
-    if not lora_layers(model):
-        return model
-    from erniekit.models import build_model
-    from erniekit.models.common.weights import check_and_assign
-
-    plain = build_model(model.args)
-    check_and_assign(plain, {k: v.numpy() for k, v in merged_state(model).items()}, "merged LoRA model")
-    plain.eval()
-    return plain
-
-
 def _base_arrays(model) -> dict:
     return {k: v for k, v in state_dict_numpy(model).items() if ".lora_" not in k}

@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from erniekit.export.hf import merged_model
+from erniekit.peft.lora import merged_model
 from erniekit.trainer.restore import restore
 
 

@@ -204,3 +204,16 @@ def merged_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
             state[f"{name}.up_gate_proj"] = layer.up_gate_proj + dug
             state[f"{name}.down_proj"] = layer.down_proj + dd
     return state
+
+
+def merged_model(model: nn.Layer) -> nn.Layer:
+    """A plain model (no adapter layers) with any LoRA folded into its weights; the model itself if none."""
+    if not lora_layers(model):
+        return model
+    from erniekit.models import build_model
+    from erniekit.models.common.weights import check_and_assign
+
+    plain = build_model(model.args)
+    check_and_assign(plain, {k: v.numpy() for k, v in merged_state(model).items()}, "merged LoRA model")
+    plain.eval()
+    return plain

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from erniekit.chat import load_for_inference, reply, user_message
+from erniekit.chat import reply, user_message
+from erniekit.inference.load import load_for_inference
 from erniekit.models import build_model, family, save_pretrained
 from erniekit.tokenizer import load_tokenizer
 

@@ -1,0 +1,316 @@
+"""One generation engine with continuous batching: requests join the running decode batch at a token
+boundary and leave when done, so a short request never waits for a long one.
+
+The engine owns a KV cache of ``max_batch`` rows x ``max_model_len`` columns. The active requests are
+always rows ``0..n-1``; they share one write column ``T`` (every decode step appends at ``T`` for all of
+them, then ``T += 1``) and each keeps its tokens in the columns just before it, so the rows are
+right-aligned like a left-padded batch and ``key_padding`` hides the columns a row does not own. A
+request joins by a prefill of its own (batch 1, images encoded there) whose keys/values are copied into
+the free row, ending at ``T``; a prompt longer than ``T`` first moves the other rows right, and when
+``T`` reaches the last column the rows move left by the columns none of them uses. A finished row is
+replaced by the last active one. Rotary positions are each request's own, so where a row sits in the
+cache never changes its numbers: a greedy request gives the same tokens alone or among others.
+
+Each request samples with its own NumPy generator (its ``seed``), temperature, top-p and top-k.
+``step()`` does one round (admit, then one decode step); ``run()`` steps until idle, for callers that
+hand over a list of prompts (chat, eval); a server calls ``start()`` to step on a background thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import paddle
+
+from erniekit.data.images import ImageInputs
+from erniekit.models.generation import _choose
+
+
+class QueueFull(Exception):
+    """More requests wait than ``max_queue`` allows."""
+
+
+@dataclass
+class Request:
+    """One prompt to continue. ``on_token(token)`` runs on the engine's thread as each token is chosen;
+    ``stop(tokens)`` returning True ends it early (stop strings). When done, ``tokens`` holds the new
+    tokens (with the EOS that ended it), ``finish_reason`` is "stop" (EOS or a stop string), "length"
+    (``max_new_tokens`` or the model length) or "cancelled", and ``done`` is set."""
+
+    prompt: list[int]
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    eos_token_ids: frozenset[int] = frozenset()
+    stop: Callable[[list[int]], bool] | None = None
+    on_token: Callable[[int], None] | None = None
+    images: ImageInputs | None = None
+    videos: ImageInputs | None = None
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Leave at the next token boundary (a client that went away); its row is freed."""
+        self.cancelled = True
+
+
+class _Rows:
+    """The engine's cache, viewed by the model as a KVCache of the ``n`` active rows."""
+
+    def __init__(self, model, rows: int, columns: int):
+        base = model.new_cache(rows, columns)
+        self.keys, self.values = base.keys, base.values
+        self.columns = columns
+        self.n = 0  # active rows
+        self.length = 0  # T: the shared write column
+        self.real = np.zeros((rows, columns), dtype=bool)  # key_padding: columns each row owns
+
+    def update(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        end = self.length + k.shape[1]
+        self.keys[layer][: self.n, self.length : end] = k
+        self.values[layer][: self.n, self.length : end] = v
+        return self.keys[layer][: self.n, :end], self.values[layer][: self.n, :end]
+
+    def shift(self, by: int) -> None:
+        """Move the active rows' columns by ``by`` (right if > 0, left if < 0); T moves with them."""
+        n, t = self.n, self.length
+        src, dst = (slice(0, t), slice(by, by + t)) if by > 0 else (slice(-by, t), slice(0, t + by))
+        for tensors in (self.keys, self.values):
+            for x in tensors:
+                x[:n, dst] = x[:n, src].clone()
+        real = self.real[:n, src].copy()
+        self.real[:n] = False
+        self.real[:n, dst] = real
+        self.length = t + by
+
+    def place(self, row: int, keys: list, values: list, width: int) -> None:
+        """A prefilled prompt's keys/values [1, width, K, D] into ``row``, ending at column T."""
+        start = self.length - width
+        for layer in range(len(self.keys)):
+            self.keys[layer][row, start : self.length] = keys[layer][0, :width]
+            self.values[layer][row, start : self.length] = values[layer][0, :width]
+        self.real[row] = False
+        self.real[row, start : self.length] = True
+
+    def move(self, src: int, dst: int) -> None:
+        for tensors in (self.keys, self.values):
+            for x in tensors:
+                x[dst] = x[src]
+        self.real[dst] = self.real[src]
+
+    def free_columns(self) -> int:
+        """Columns at the left that no active row uses."""
+        used = self.real[: self.n, : self.length].any(axis=0)
+        return int(np.argmax(used)) if used.any() else self.length
+
+
+@dataclass
+class _Active:
+    request: Request
+    position: int  # the rotary position of the next token
+    last: int  # the token fed next
+    rng: np.random.Generator
+
+
+class Engine:
+    """Continuous-batching generation over one model (see the module docstring)."""
+
+    def __init__(self, model, max_batch: int = 8, max_model_len: int = 2048, max_queue: int = 64):
+        self.model, self.max_batch, self.max_model_len, self.max_queue = (
+            model,
+            max_batch,
+            max_model_len,
+            max_queue,
+        )
+        self.rows = _Rows(model, max_batch, max_model_len)
+        self.active: list[_Active] = []
+        self.waiting: deque[Request] = deque()
+        self.lock = threading.Condition()
+        self.banned = getattr(model, "vision_token_ids", None)  # a VL model never writes image tokens
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # --- submitting -------------------------------------------------------------------------------------
+    def submit(self, request: Request) -> Request:
+        if not request.prompt:
+            raise ValueError("the prompt is empty")
+        if len(request.prompt) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(request.prompt)} tokens; the model length is {self.max_model_len}"
+            )
+        with self.lock:
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are waiting (max_queue {self.max_queue})")
+            self.waiting.append(request)
+            self.lock.notify()
+        return request
+
+    def run(self, requests: list[Request]) -> list[Request]:
+        """Submit ``requests`` and step until all are done (no background thread)."""
+        pending = list(requests)
+        while pending or self.active or self.waiting:
+            while pending and len(self.waiting) < self.max_queue:
+                self.submit(pending.pop(0))
+            self.step()
+        return requests
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active or self.waiting)
+
+    # --- the background loop (a server) -----------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="erniekit-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain: bool = True) -> None:
+        """Stop the loop; with ``drain`` first finish every request already submitted."""
+        with self.lock:
+            self._stopping = True
+            if not drain:
+                for req in self.waiting:
+                    req.cancel()
+                for a in self.active:
+                    a.request.cancel()
+            self.lock.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.busy and not self._stopping:
+                    self.lock.wait()
+                if self._stopping and not self.busy:
+                    return
+            self.step()
+
+    # --- one round --------------------------------------------------------------------------------------
+    @paddle.no_grad()
+    def step(self) -> None:
+        """Admit waiting requests into free rows (each prefilled and given its first token), then one
+        decode step for every active row."""
+        self.model.eval()
+        while len(self.active) < self.max_batch:
+            with self.lock:
+                if not self.waiting:
+                    break
+                request = self.waiting.popleft()
+            if request.cancelled:
+                self._finish_unadmitted(request, "cancelled")
+                continue
+            try:
+                self._admit(request)
+            except Exception as e:
+                request.error = e
+                self._finish_unadmitted(request, "error")
+        self._drop_finished()
+        if self.active:
+            self._decode()
+            self._drop_finished()
+
+    def _admit(self, request: Request) -> None:
+        model, rows = self.model, self.rows
+        width = len(request.prompt)
+        ids = np.asarray([request.prompt], dtype=np.int64)
+        real = np.ones((1, width), dtype=bool)
+        vision = {}
+        if request.images is not None:
+            vision.update(
+                pixel_values=paddle.to_tensor(request.images.pixel_values),
+                image_grid_thw=request.images.grid_thw,
+            )
+        if request.videos is not None:
+            vision.update(
+                pixel_values_videos=paddle.to_tensor(request.videos.pixel_values),
+                video_grid_thw=request.videos.grid_thw,
+            )
+        positions, offsets = model.prompt_positions(ids, real, request.images, request.videos)
+        cache = model.new_cache(1, width)
+        out = model(
+            paddle.to_tensor(ids),
+            position_ids=paddle.to_tensor(positions),
+            key_padding=paddle.to_tensor(real),
+            cache=cache,
+            compute_logits=False,
+            **vision,
+        )
+        if rows.length < width:  # room for the prompt before the write column
+            rows.shift(width - rows.length) if rows.n else setattr(rows, "length", width)
+        row = rows.n
+        rows.place(row, cache.keys, cache.values, width)
+        rows.n += 1
+        active = _Active(request, width + int(offsets[0]), 0, np.random.default_rng(request.seed))
+        self.active.append(active)
+        self._emit(active, model.compute_logits(out.hidden[:, -1:])[:, -1])
+
+    def _decode(self) -> None:
+        rows = self.rows
+        if rows.length == rows.columns:  # the last column is taken: move everyone left
+            rows.shift(-rows.free_columns())
+        n, t = rows.n, rows.length
+        rows.real[:n, t] = True
+        tokens = np.array([[a.last] for a in self.active], dtype=np.int64)
+        positions = np.array([[a.position] for a in self.active], dtype=np.int64)
+        out = self.model(
+            paddle.to_tensor(tokens),
+            position_ids=paddle.to_tensor(positions),
+            key_padding=paddle.to_tensor(rows.real[:n, : t + 1]),
+            cache=rows,
+            compute_logits=False,
+        )
+        logits = self.model.compute_logits(out.hidden)[:, -1]
+        for i, a in enumerate(self.active):
+            a.position += 1
+            self._emit(a, logits[i : i + 1])
+
+    def _emit(self, a: _Active, logits: paddle.Tensor) -> None:
+        """Choose the request's next token from its logits [1, V] and record it."""
+        req = a.request
+        if req.cancelled:
+            req.finish_reason = "cancelled"
+            return
+        if self.banned is not None:
+            logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
+        token = int(_choose(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
+        req.tokens.append(token)
+        a.last = token
+        if req.on_token is not None:
+            req.on_token(token)
+        if token in req.eos_token_ids or (req.stop is not None and req.stop(req.tokens)):
+            req.finish_reason = "stop"
+        elif len(req.tokens) >= req.max_new_tokens or len(req.prompt) + len(req.tokens) >= self.max_model_len:
+            req.finish_reason = "length"
+
+    def _drop_finished(self) -> None:
+        i = 0
+        while i < len(self.active):
+            req = self.active[i].request
+            if req.cancelled and req.finish_reason is None:
+                req.finish_reason = "cancelled"
+            if req.finish_reason is None:
+                i += 1
+                continue
+            last = len(self.active) - 1
+            if i != last:
+                self.rows.move(last, i)
+                self.active[i] = self.active[last]
+            self.active.pop()
+            self.rows.n -= 1
+            req.done.set()
+        if not self.active:
+            self.rows.length = 0
+
+    @staticmethod
+    def _finish_unadmitted(request: Request, reason: str) -> None:
+        request.finish_reason = reason
+        request.done.set()

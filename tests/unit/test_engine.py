@@ -1,0 +1,82 @@
+"""The continuous-batching engine gives each request the tokens it gets alone (models.generation on a
+batch of one), however requests join, leave, and move around the cache."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from erniekit.inference.engine import Engine, QueueFull, Request
+from erniekit.models import build_model
+
+
+@pytest.fixture(scope="module", params=["ernie4_5/debug", "ernie4_5/debug-moe"])
+def model(request):
+    return build_model(request.param, seed=0)
+
+
+def prompts(count: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, 500, int(rng.integers(1, 24))).tolist() for _ in range(count)]
+
+
+def alone(model, prompt, **kw) -> list[int]:
+    return model.generate([prompt], **kw)[0]
+
+
+def test_requests_joining_and_leaving_get_their_alone_tokens(model):
+    ps = sorted(prompts(12), key=len)  # longer prompts join later: the rows move right for them
+    lengths = [int(n) for n in np.random.default_rng(1).integers(1, 20, len(ps))]
+    # 4 rows for 12 requests: they join as others leave; 32 columns force moves left and right
+    engine = Engine(model, max_batch=4, max_model_len=32)
+    moves, shift = [], engine.rows.shift
+    engine.rows.shift = lambda by: (moves.append(by), shift(by))
+    done = engine.run([Request(p, max_new_tokens=n) for p, n in zip(ps, lengths)])
+    for req, p, n in zip(done, ps, lengths):
+        want = alone(model, p, max_new_tokens=min(n, 32 - len(p)))
+        assert req.tokens == want and req.finish_reason == "length"
+    assert not engine.busy and engine.rows.n == 0
+    assert min(moves) < 0 < max(moves), moves  # both kinds of move happened
+
+
+def test_eos_stop_and_sampling_are_per_request(model):
+    p = prompts(1, seed=3)[0]
+    free = alone(model, p, max_new_tokens=10)
+    eos = free[4]
+    engine = Engine(model, max_batch=3, max_model_len=64)
+    sampled = dict(temperature=1.0, top_p=0.9, top_k=50, seed=11)
+    reqs = [
+        Request(p, max_new_tokens=10, eos_token_ids=frozenset([eos])),
+        Request(p, max_new_tokens=10, stop=lambda toks: len(toks) == 3),
+        Request(p, max_new_tokens=10, **sampled),
+        Request(prompts(1, seed=4)[0], max_new_tokens=10, **sampled),
+    ]
+    engine.run(reqs)
+    assert reqs[0].tokens == free[: free.index(eos) + 1] and reqs[0].finish_reason == "stop"
+    assert reqs[1].tokens == free[:3] and reqs[1].finish_reason == "stop"
+    # the same seed gives the same sample whatever else is in the batch
+    again = Engine(model, max_batch=1, max_model_len=64).run([Request(p, max_new_tokens=10, **sampled)])
+    assert reqs[2].tokens == again[0].tokens and len(reqs[2].tokens) == 10
+
+
+def test_background_loop_streams_cancels_and_bounds_the_queue(model):
+    engine = Engine(model, max_batch=2, max_model_len=64, max_queue=2)
+    streamed = []
+    engine.start()
+    try:
+        p = prompts(1, seed=5)[0]
+        first = engine.submit(Request(p, max_new_tokens=8, on_token=streamed.append))
+        first.done.wait(60)
+        assert streamed == first.tokens == alone(model, p, max_new_tokens=8)
+        gate = threading.Event()
+        slow = engine.submit(Request(p, max_new_tokens=40, on_token=lambda t: gate.wait(0.02)))
+        slow.cancel()
+        assert slow.done.wait(60) and slow.finish_reason == "cancelled" and len(slow.tokens) < 40
+    finally:
+        engine.stop()
+    full = Engine(model, max_batch=1, max_queue=1)
+    full.submit(Request([1, 2]))
+    with pytest.raises(QueueFull):
+        full.submit(Request([1, 2]))
+    with pytest.raises(ValueError, match="model length"):
+        full.submit(Request(list(range(1, 3000))))
