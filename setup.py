@@ -59,6 +59,10 @@ setup(
         "tokenizers>=0.20,<1",
         "tqdm>=4.66,<5",
         "jinja2>=3.1,<4",
+        # erniekit serve: whatever erniekit trains it serves, so the (small, pure-Python) web stack is
+        # part of the base install rather than an extra
+        "fastapi>=0.115,<1",
+        "uvicorn>=0.30,<1",
     ],
     extras_require={
         # Parity tests compare against Hugging Face transformers on torch CPU. torch 2.13.0 is pinned
@@ -72,6 +76,7 @@ setup(
             "peft>=0.17,<1",
             "gguf>=0.17,<1",
             "reasoning-gym==0.1.25",
+            "openai>=1.50,<4",  # the server's tests drive it with the official client
             # the wheel test builds an sdist and a wheel without build isolation (no downloads)
             "build>=1.2,<2",
             "setuptools>=70.1",

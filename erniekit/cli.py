@@ -206,6 +206,23 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    _runtime()
+    from erniekit.serve import serve
+
+    return serve(
+        args.model,
+        args.host,
+        args.port,
+        args.api_key,
+        args.max_batch,
+        args.max_queue,
+        args.max_model_len,
+        args.name,
+        args.allow_images,
+    )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     _runtime()
     import json
@@ -293,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--top-k", type=int, default=0)
     chat.add_argument("--seed", type=int, default=None)
     chat.set_defaults(func=_cmd_chat)
+
+    srv = verbs.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching)")
+    srv.add_argument("model", help="HF model directory, checkpoint, or run directory")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ requests")
+    srv.add_argument("--max-batch", type=int, default=8, help="requests decoded together (KV-cache rows)")
+    srv.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond that; more get 429")
+    srv.add_argument("--max-model-len", type=int, help="prompt + reply tokens per request (default 4096)")
+    srv.add_argument("--name", help="the model's name in /v1/models (default: the directory's name)")
+    srv.add_argument(
+        "--allow-images",
+        action="append",
+        metavar="DIR",
+        help="image files may be read under DIR (repeatable)",
+    )
+    srv.set_defaults(func=_cmd_serve)
 
     ev = verbs.add_parser("eval", help="loss/perplexity and generation scores")
     ev.add_argument("target", help="a recipe, or a model / run directory")

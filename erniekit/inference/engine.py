@@ -19,7 +19,7 @@ hand over a list of prompts (chat, eval); a server calls ``start()`` to step on 
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,9 +37,10 @@ class QueueFull(Exception):
 @dataclass
 class Request:
     """One prompt to continue. ``on_token(token)`` runs on the engine's thread as each token is chosen;
-    ``stop(tokens)`` returning True ends it early (stop strings). When done, ``tokens`` holds the new
-    tokens (with the EOS that ended it), ``finish_reason`` is "stop" (EOS or a stop string), "length"
-    (``max_new_tokens`` or the model length) or "cancelled", and ``done`` is set."""
+    ``stop(tokens)`` returning True ends it early (stop strings); ``on_done()`` runs when it ends. Then
+    ``tokens`` holds the new tokens (with the EOS that ended it), ``finish_reason`` is "stop" (EOS or a
+    stop string), "length" (``max_new_tokens`` or the model length), "cancelled" or "error" (``error``),
+    and ``done`` is set."""
 
     prompt: list[int]
     max_new_tokens: int = 128
@@ -50,6 +51,7 @@ class Request:
     eos_token_ids: frozenset[int] = frozenset()
     stop: Callable[[list[int]], bool] | None = None
     on_token: Callable[[int], None] | None = None
+    on_done: Callable[[], None] | None = None
     images: ImageInputs | None = None
     videos: ImageInputs | None = None
     tokens: list[int] = field(default_factory=list)
@@ -57,6 +59,11 @@ class Request:
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
+
+    def finished(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
     def cancel(self) -> None:
         """Leave at the next token boundary (a client that went away); its row is freed."""
@@ -138,6 +145,7 @@ class Engine:
         self.banned = getattr(model, "vision_token_ids", None)  # a VL model never writes image tokens
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.finished = Counter()  # requests ended, by finish_reason
 
     # --- submitting -------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Request:
@@ -306,11 +314,12 @@ class Engine:
                 self.active[i] = self.active[last]
             self.active.pop()
             self.rows.n -= 1
-            req.done.set()
+            self.finished[req.finish_reason] += 1
+            req.finished()
         if not self.active:
             self.rows.length = 0
 
-    @staticmethod
-    def _finish_unadmitted(request: Request, reason: str) -> None:
+    def _finish_unadmitted(self, request: Request, reason: str) -> None:
         request.finish_reason = reason
-        request.done.set()
+        self.finished[reason] += 1
+        request.finished()

@@ -1,0 +1,56 @@
+"""``erniekit serve``: an OpenAI-compatible server for whatever erniekit loads (see app.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_batch: int = 8,
+    max_queue: int = 64,
+    max_model_len: int | None = None,
+    name: str | None = None,
+    allow_images: list[str] | None = None,
+) -> int:
+    """Load the model, start the engine's thread and serve until SIGINT/SIGTERM; then stop taking
+    requests, finish the ones in flight, and exit."""
+    import signal
+
+    import uvicorn
+
+    from erniekit.inference.engine import Engine
+    from erniekit.inference.load import load_for_inference
+    from erniekit.serve.app import Server, build_app
+
+    tokenizer, model, processor = load_for_inference(path)
+    length = max_model_len or min(model.args.max_position_embeddings, 4096)
+    engine = Engine(model, max_batch=max_batch, max_model_len=length, max_queue=max_queue)
+    server = Server(engine, tokenizer, processor, name or Path(path).resolve().name, api_key, allow_images)
+    app = build_app(server)
+    engine.start()
+    log.info(
+        "serving %s as %r on http://%s:%d/v1 (max_batch %d, max_model_len %d%s)",
+        path,
+        server.model_name,
+        host,
+        port,
+        max_batch,
+        length,
+        ", API key required" if api_key else "",
+    )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the handler it found: let that be
+    # a no-op, so a drained server exits 0 instead of dying of the signal
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=600)
+    finally:
+        engine.stop(drain=True)
+    log.info("stopped")
+    return 0

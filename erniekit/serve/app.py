@@ -1,0 +1,330 @@
+"""The OpenAI-compatible HTTP layer over the generation engine (FastAPI on uvicorn).
+
+    GET  /health                 {"status": "ok", "running", "waiting", "finished": {reason: count}}
+    GET  /v1/models              the served model
+    POST /v1/chat/completions    chat messages (image parts for VL models), streaming or not
+    POST /v1/completions         a plain prompt, streaming or not
+
+Every request becomes ``n`` engine requests that join the running batch; tokens travel from the engine's
+thread to the request's asyncio queue. A full queue answers 429 at once, a bad field 400 naming it, a
+missing or wrong API key 401; a client that goes away mid-stream cancels its rows. Nothing a request
+sends can stop the server: any failure becomes that request's error response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request as HTTPRequest  # at module level: FastAPI resolves the handlers' annotations here
+
+from erniekit.inference.engine import Engine, QueueFull, Request
+from erniekit.serve import protocol
+from erniekit.serve.protocol import APIError, Sampling
+
+log = logging.getLogger(__name__)
+
+
+class TextStream:
+    """The text of a growing token list, released in pieces that are whole characters and that can no
+    longer turn out to be the start of a stop string; ``stopped`` once one appears (text cut before it)."""
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer, self.stops = tokenizer, stop
+        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.tokens: list[int] = []
+        self.text, self.sent, self.stopped = "", 0, False
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
+            return ""
+        self.text = text
+        for s in self.stops:
+            cut = text.find(s)
+            if cut >= 0:
+                self.text, self.stopped = text[:cut], True
+                return self.flush()
+        ready = max(self.sent, len(text) - self.hold)
+        piece, self.sent = text[self.sent : ready], ready
+        return piece
+
+    def flush(self) -> str:
+        piece, self.sent = self.text[self.sent :], len(self.text)
+        return piece
+
+
+@dataclass
+class Choice:
+    request: Request
+    stream: TextStream
+    pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+
+class Server:
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer,
+        processor=None,
+        model_name: str = "erniekit",
+        api_key: str | None = None,
+        allowed_image_dirs: list[str] | None = None,
+    ):
+        self.engine, self.tokenizer, self.processor = engine, tokenizer, processor
+        self.model_name, self.api_key = model_name, api_key
+        self.allowed_image_dirs = [Path(d).resolve() for d in allowed_image_dirs or []]
+        self.created = protocol.now()
+
+    # --- requests -> engine ---------------------------------------------------------------------------
+    def encode_chat(self, body: dict) -> tuple[list[int], object, object]:
+        from erniekit.data.multimodal import PromptEncoder
+        from erniekit.errors import ErniekitError
+
+        msgs = protocol.messages(body, self.allowed_image_dirs)
+        model = self.engine.model
+        if self.processor is None and any(
+            isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
+            for m in msgs
+        ):
+            raise APIError(400, f"this {model.args.family} model reads text only", "messages")
+        try:
+            return PromptEncoder(self.tokenizer, self.processor, model.args.vision)(msgs)
+        except (ErniekitError, ValueError, KeyError, TypeError) as e:
+            raise APIError(400, f"messages: {e}", "messages") from None
+
+    def submit(self, ids: list[int], images, videos, s: Sampling) -> list[Choice]:
+        limit = self.engine.max_model_len
+        if len(ids) >= limit:
+            raise APIError(
+                400,
+                f"the prompt has {len(ids)} tokens; this server's model length is {limit}",
+                "messages",
+                "context_length_exceeded",
+            )
+        room = limit - len(ids)
+        if s.max_tokens is not None and s.max_tokens > room:
+            raise APIError(
+                400,
+                f"max_tokens {s.max_tokens} + the prompt's {len(ids)} tokens exceed the model length {limit}",
+                "max_tokens",
+                "context_length_exceeded",
+            )
+        loop = asyncio.get_running_loop()
+        choices = []
+        for i in range(s.n):
+            stream = TextStream(self.tokenizer, s.stop)
+            req = Request(
+                ids,
+                s.max_tokens or room,
+                s.temperature,
+                s.top_p,
+                s.top_k,
+                None if s.seed is None else s.seed + i,
+                eos_token_ids=frozenset(self.tokenizer.stop_ids),
+                images=images,
+                videos=videos,
+            )
+            choice = Choice(req, stream)
+            req.on_token = lambda t, c=choice: loop.call_soon_threadsafe(
+                c.pieces.put_nowait, c.stream.push(t)
+            )
+            req.stop = lambda tokens, c=choice: c.stream.stopped
+            req.on_done = lambda c=choice: loop.call_soon_threadsafe(c.pieces.put_nowait, None)
+            choices.append(choice)
+        submitted = []
+        try:
+            for c in choices:
+                submitted.append(self.engine.submit(c.request))
+        except QueueFull as e:
+            for req in submitted:
+                req.cancel()
+            raise APIError(429, f"the server is busy: {e}; retry later", None, "queue_full") from None
+        return choices
+
+    # --- responses ------------------------------------------------------------------------------------
+    @staticmethod
+    def finish_reason(c: Choice) -> str:
+        if c.request.error is not None:
+            raise APIError(500, f"generation failed: {c.request.error}", None, "engine_error")
+        return "length" if c.request.finish_reason == "length" else "stop"
+
+    @staticmethod
+    async def collect(choices: list[Choice]) -> list[str]:
+        texts = []
+        for c in choices:
+            while await c.pieces.get() is not None:
+                pass
+            texts.append(c.stream.text)
+        return texts
+
+    @staticmethod
+    def usage(ids: list[int], choices: list[Choice]) -> dict:
+        completion = sum(len(c.request.tokens) for c in choices)
+        return {
+            "prompt_tokens": len(ids),
+            "completion_tokens": completion,
+            "total_tokens": len(ids) + completion,
+        }
+
+    async def events(self, kind: str, ids: list[int], choices: list[Choice], s: Sampling, is_disconnected):
+        """Server-sent events: a chunk per piece of text, one with each choice's finish_reason, the usage
+        (stream_options.include_usage), then [DONE]. A client that disconnects cancels its rows."""
+        rid, created = protocol.new_id("chatcmpl" if kind == "chat" else "cmpl"), protocol.now()
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+        def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> str:
+            if kind == "chat":
+                delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
+                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            else:
+                choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+            body = {
+                "id": rid,
+                "object": obj,
+                "created": created,
+                "model": self.model_name,
+                "choices": [choice],
+            }
+            if s.include_usage:
+                body["usage"] = None
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        try:
+            if kind == "chat":
+                for i in range(len(choices)):
+                    yield chunk(i, None, None, first=True)
+            pending = {i: asyncio.ensure_future(c.pieces.get()) for i, c in enumerate(choices)}
+            while pending:
+                done, _ = await asyncio.wait(
+                    pending.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done and await is_disconnected():
+                    raise asyncio.CancelledError
+                for i, fut in list(pending.items()):
+                    if fut not in done:
+                        continue
+                    piece, c = fut.result(), choices[i]
+                    if piece is None:
+                        del pending[i]
+                        rest = c.stream.flush()
+                        if rest:
+                            yield chunk(i, rest, None)
+                        yield chunk(i, None, self.finish_reason(c))
+                    else:
+                        if piece:
+                            yield chunk(i, piece, None)
+                        pending[i] = asyncio.ensure_future(c.pieces.get())
+            if s.include_usage:
+                body = {"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": []}
+                body["usage"] = self.usage(ids, choices)
+                yield f"data: {json.dumps(body)}\n\n"
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            for c in choices:
+                c.request.cancel()
+            raise
+        except APIError as e:
+            yield f"data: {json.dumps(e.body())}\n\n"
+
+
+def build_app(server: Server):
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI(title="erniekit serve", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(APIError)
+    async def api_error(request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, e):
+        return JSONResponse(APIError(400, str(e)).body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def any_error(request, e: Exception):
+        log.exception("request failed")
+        return JSONResponse(APIError(500, f"internal error: {e}").body(), status_code=500)
+
+    @app.middleware("http")
+    async def authenticate(request: HTTPRequest, call_next):
+        key = request.headers.get("authorization")
+        if server.api_key and request.url.path.startswith("/v1/") and key != f"Bearer {server.api_key}":
+            e = APIError(401, "a valid API key is needed (Authorization: Bearer KEY)", code="invalid_api_key")
+            return JSONResponse(e.body(), status_code=401)
+        return await call_next(request)
+
+    async def read_body(request: HTTPRequest) -> dict:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise APIError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        model = body.get("model")
+        if model is not None and model != server.model_name:
+            raise APIError(
+                400, f"model {model!r} is not served here; /v1/models lists them", "model", "model_not_found"
+            )
+        return body
+
+    @app.get("/health")
+    async def health():
+        e = server.engine
+        load = {"running": len(e.active), "waiting": len(e.waiting), "finished": dict(e.finished)}
+        return {"status": "ok", **load}
+
+    @app.get("/v1/models")
+    async def models():
+        card = {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "erniekit"}
+        return {"object": "list", "data": [card]}
+
+    async def complete(request: HTTPRequest, kind: str):
+        body = await read_body(request)
+        s = protocol.sampling(body)
+        if kind == "chat":
+            ids, images, videos = server.encode_chat(body)
+        else:
+            ids, images, videos = server.tokenizer.encode(protocol.prompt_text(body)), None, None
+        choices = server.submit(ids, images, videos, s)
+        if s.stream:
+            events = server.events(kind, ids, choices, s, request.is_disconnected)
+            return StreamingResponse(events, media_type="text/event-stream")
+        try:
+            texts = await server.collect(choices)
+        except asyncio.CancelledError:
+            for c in choices:
+                c.request.cancel()
+            raise
+        out = []
+        for i, (c, text) in enumerate(zip(choices, texts)):
+            reason = server.finish_reason(c)
+            if kind == "chat":
+                message = {"role": "assistant", "content": text}
+                out.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+            else:
+                out.append({"index": i, "text": text, "logprobs": None, "finish_reason": reason})
+        return {
+            "id": protocol.new_id("chatcmpl" if kind == "chat" else "cmpl"),
+            "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": protocol.now(),
+            "model": server.model_name,
+            "choices": out,
+            "usage": server.usage(ids, choices),
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: HTTPRequest):
+        return await complete(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: HTTPRequest):
+        return await complete(request, "completion")
+
+    return app

@@ -1,0 +1,241 @@
+"""``erniekit serve`` as a real process on 127.0.0.1, driven by the official ``openai`` client: answers
+equal ``erniekit chat``'s greedy ones, streaming or not, alone or among many concurrent requests; the
+401/400/429 paths answer with OpenAI's error JSON and the server lives on; a dropped stream frees its
+row; SIGTERM finishes what is in flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from erniekit.models import build_model, save_pretrained
+from erniekit.tokenizer import load_tokenizer
+
+openai = pytest.importorskip("openai")
+KEY = "sk-test"
+PROMPTS = ["What is 2 + 3?", "Name a colour.", "hi", "Write a long story about a cat and a dog.", "Why?"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("served")
+    model = build_model("ernie4_5/debug", seed=0)
+    for name, p in model.named_parameters():  # far from uniform, so different prompts get different answers
+        if "norm" not in name:
+            p.set_value(p * 15)
+    save_pretrained(model, out)
+    tokenizer = load_tokenizer("samples://ernie_tokenizer")
+    tokenizer.save(out)
+    return out
+
+
+class Served:
+    def __init__(self, model_dir: Path, *args: str):
+        self.port = free_port()
+        self.log = model_dir.parent / f"serve-{self.port}.log"
+        cmd = [sys.executable, "-m", "erniekit", "serve", str(model_dir), "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError(f"the server did not start: {self.log.read_text()[-3000:]}")
+
+    def client(self, key: str = KEY):
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=120)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(120)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    s = Served(model_dir, "--api-key", KEY, "--max-batch", "4", "--name", "tiny")
+    yield s
+    assert s.stop() == 0
+
+
+def chat_cli(model_dir: Path, prompt: str, tokens: int) -> str:
+    cmd = [sys.executable, "-m", "erniekit", "chat", str(model_dir), "--prompt", prompt]
+    proc = subprocess.run(
+        [*cmd, "--max-new-tokens", str(tokens)], capture_output=True, text=True, timeout=300, check=True
+    )
+    return proc.stdout.removesuffix("\n")
+
+
+def ask(client, prompt: str, tokens: int = 16, **kw):
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=tokens, **kw
+    )
+
+
+def test_answers_equal_erniekit_chat_streaming_or_not(server, model_dir):
+    client = server.client()
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    tokenizer = load_tokenizer(model_dir)
+    answers = set()
+    for prompt in PROMPTS[:3]:
+        want = chat_cli(model_dir, prompt, 16)
+        got = ask(client, prompt)
+        assert got.choices[0].message.content == want and got.choices[0].message.role == "assistant"
+        prompt_ids = tokenizer.encode_chat([{"role": "user", "content": prompt}], True)[0]
+        assert got.usage.prompt_tokens == len(prompt_ids)
+        assert got.usage.total_tokens == got.usage.prompt_tokens + got.usage.completion_tokens
+        assert got.choices[0].finish_reason in ("stop", "length")
+        stream = ask(client, prompt, stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == want and chunks[-1].usage.completion_tokens == got.usage.completion_tokens
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == got.choices[0].finish_reason
+        answers.add(want)
+    assert len(answers) == 3  # the prompts matter
+
+
+def test_completions_stop_strings_and_seeded_samples(server):
+    client = server.client()
+    plain = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=12, temperature=0)
+    text = plain.choices[0].text
+    assert plain.object == "text_completion" and plain.usage.completion_tokens == 12 and len(text) > 3
+    stop = text[2:4]
+    cut = client.completions.create(
+        model="tiny", prompt="Once upon a time", max_tokens=12, temperature=0, stop=stop
+    )
+    assert cut.choices[0].text == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+    def sample():
+        out = ask(client, "Tell me something.", 12, n=3, seed=5, temperature=1.0)
+        return [c.message.content for c in out.choices]
+
+    first = sample()
+    assert first == sample() and len(first) == 3 and len(set(first)) > 1
+
+
+def test_32_concurrent_requests_equal_their_sequential_answers(server):
+    client = server.client()
+    jobs = [(PROMPTS[i % len(PROMPTS)], 4 + (i * 7) % 29) for i in range(32)]
+    want = {job: ask(client, *job).choices[0].message.content for job in set(jobs)}
+    got: dict[int, str] = {}
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        for i in range(k, len(jobs), 8):
+            answer = ask(client, *jobs[i]).choices[0].message.content
+            with lock:
+                assert i not in got
+                got[i] = answer
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert sorted(got) == list(range(32))
+    assert all(got[i] == want[job] for i, job in enumerate(jobs))
+
+
+def test_bad_requests_get_openai_errors_and_the_server_lives(server):
+    with pytest.raises(openai.AuthenticationError):
+        ask(server.client("wrong"), "hi")
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": []})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    client = server.client()
+    cases = [
+        (dict(model="nope"), "model"),
+        (dict(temperature=9), "temperature"),
+        (dict(max_tokens=0), "max_tokens"),
+        (dict(max_tokens=10**6), "max_tokens"),
+        (dict(n=100), "n"),
+    ]
+    for extra, param in cases:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **extra}
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(**body)
+        assert e.value.body["param"] == param, e.value.body
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(client, "word " * 5000)
+    assert e.value.body["code"] == "context_length_exceeded"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": "hi"}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    image = [{"type": "image_url", "image_url": {"url": "/etc/passwd"}}, {"type": "text", "text": "hi"}]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": image}])
+    assert ask(client, "hi", 4).choices[0].message.content is not None  # still serving
+
+
+def test_a_full_queue_429_a_dropped_stream_frees_its_row_and_sigterm_drains(model_dir):
+    s = Served(model_dir, "--max-batch", "1", "--max-queue", "1", "--max-model-len", "1024", "--name", "tiny")
+    try:
+        client = s.client()
+        # a stream dropped after its first pieces: the one row is free again for the next request
+        with ask(client, "Write a long story.", 900, stream=True) as stream:
+            for n, _ in enumerate(stream):
+                if n == 3:
+                    break
+        deadline = time.time() + 30
+        while httpx.get(f"{s.url}/health").json()["finished"].get("cancelled") != 1:
+            assert time.time() < deadline, httpx.get(f"{s.url}/health").json()
+            time.sleep(0.1)
+        assert httpx.get(f"{s.url}/health").json()["running"] == 0
+        assert ask(client, "hi", 4).choices[0].message.content is not None
+
+        # one running, one waiting: a third is refused at once
+        results: dict[str, object] = {}
+
+        def long(name: str) -> None:
+            try:
+                results[name] = ask(client, "Write a long story.", 300).usage.completion_tokens
+            except openai.APIStatusError as e:
+                results[name] = e.status_code
+
+        threads = [threading.Thread(target=long, args=(n,)) for n in ("a", "b", "c")]
+        for t in threads:
+            t.start()
+            time.sleep(1.0)
+        for t in threads:
+            t.join(600)
+        assert sorted(map(str, results.values())).count("429") >= 1, results
+        assert any(v == 300 for v in results.values()), results
+
+        # SIGTERM while a request runs: it completes, then the process exits cleanly
+        inflight = threading.Thread(target=long, args=("d",))
+        inflight.start()
+        time.sleep(1.5)
+        s.proc.send_signal(signal.SIGTERM)
+        inflight.join(600)
+        assert results["d"] == 300 and s.proc.wait(120) == 0
+    finally:
+        s.stop()
+    assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
+
+
+def test_sigterm_is_quiet_when_idle(model_dir):
+    s = Served(model_dir)
+    assert httpx.get(f"{s.url}/v1/models").json()["data"][0]["id"] == model_dir.name
+    assert s.stop() == 0
+    assert os.path.getsize(s.log) < 10_000 and "Traceback" not in s.log.read_text()
