@@ -18,6 +18,7 @@ hand over a list of prompts (chat, eval); a server calls ``start()`` to step on 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -25,9 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 
 from erniekit.data.images import ImageInputs
 from erniekit.models.generation import _choose
+
+log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -54,7 +58,9 @@ class Request:
     on_done: Callable[[], None] | None = None
     images: ImageInputs | None = None
     videos: ImageInputs | None = None
+    logprobs: int | None = None  # record each token's log-probability and this many top alternatives
     tokens: list[int] = field(default_factory=list)
+    token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
     finish_reason: str | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -200,7 +206,13 @@ class Engine:
                     self.lock.wait()
                 if self._stopping and not self.busy:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # fail the running requests, keep serving
+                log.exception("generation step failed; its requests end with an error")
+                for a in self.active:
+                    a.request.error, a.request.finish_reason = e, "error"
+                self._drop_finished()
 
     # --- one round --------------------------------------------------------------------------------------
     @paddle.no_grad()
@@ -290,10 +302,18 @@ class Engine:
         if self.banned is not None:
             logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
         token = int(_choose(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
+        if req.logprobs is not None:  # of the model's distribution (before temperature and filtering)
+            logp = F.log_softmax(logits.astype("float32"), axis=-1).numpy()[0]
+            top = np.argsort(-logp, kind="stable")[: req.logprobs]
+            req.token_logprobs.append((float(logp[token]), [(int(t), float(logp[t])) for t in top]))
         req.tokens.append(token)
         a.last = token
         if req.on_token is not None:
-            req.on_token(token)
+            try:
+                req.on_token(token)
+            except Exception as e:  # a consumer's failure ends its request only
+                req.error, req.finish_reason = e, "error"
+                return
         if token in req.eos_token_ids or (req.stop is not None and req.stop(req.tokens)):
             req.finish_reason = "stop"
         elif len(req.tokens) >= req.max_new_tokens or len(req.prompt) + len(req.tokens) >= self.max_model_len:

@@ -130,8 +130,9 @@ class Server:
                 videos=videos,
             )
             choice = Choice(req, stream)
+            req.logprobs = s.logprobs
             req.on_token = lambda t, c=choice: loop.call_soon_threadsafe(
-                c.pieces.put_nowait, c.stream.push(t)
+                c.pieces.put_nowait, (c.stream.push(t), len(c.request.tokens))
             )
             req.stop = lambda tokens, c=choice: c.stream.stopped
             req.on_done = lambda c=choice: loop.call_soon_threadsafe(c.pieces.put_nowait, None)
@@ -152,6 +153,33 @@ class Server:
         if c.request.error is not None:
             raise APIError(500, f"generation failed: {c.request.error}", None, "engine_error")
         return "length" if c.request.finish_reason == "length" else "stop"
+
+    def logprobs(self, kind: str, c: Choice, start: int = 0, end: int | None = None) -> dict | None:
+        """OpenAI's logprobs object for tokens [start, end) of a choice (None when not asked for)."""
+        if c.request.logprobs is None:
+            return None
+        tokens, entries = c.request.tokens[start:end], c.request.token_logprobs[start:end]
+        text = [self.tokenizer.decode([t]) for t in tokens]
+        if kind == "chat":
+
+            def item(s: str, lp: float) -> dict:
+                return {"token": s, "logprob": lp, "bytes": list(s.encode())}
+
+            content = [
+                {**item(s, lp), "top_logprobs": [item(self.tokenizer.decode([t]), v) for t, v in top]}
+                for s, (lp, top) in zip(text, entries)
+            ]
+            return {"content": content}
+        offsets, at = [], 0
+        for s in text:
+            offsets.append(at)
+            at += len(s)
+        return {
+            "tokens": text,
+            "token_logprobs": [lp for lp, _ in entries],
+            "top_logprobs": [{self.tokenizer.decode([t]): v for t, v in top} for _, top in entries],
+            "text_offset": offsets,
+        }
 
     @staticmethod
     async def collect(choices: list[Choice]) -> list[str]:
@@ -177,12 +205,17 @@ class Server:
         rid, created = protocol.new_id("chatcmpl" if kind == "chat" else "cmpl"), protocol.now()
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-        def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> str:
+        sent = [0] * len(choices)  # tokens whose logprobs went out, per choice
+
+        def chunk(index: int, text: str | None, finish: str | None, first: bool = False, upto=None) -> str:
+            lp = None
+            if upto is not None and upto > sent[index]:
+                lp, sent[index] = self.logprobs(kind, choices[index], sent[index], upto), upto
             if kind == "chat":
                 delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
             else:
-                choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+                choice = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish}
             body = {
                 "id": rid,
                 "object": obj,
@@ -208,16 +241,17 @@ class Server:
                 for i, fut in list(pending.items()):
                     if fut not in done:
                         continue
-                    piece, c = fut.result(), choices[i]
-                    if piece is None:
+                    item, c = fut.result(), choices[i]
+                    if item is None:
                         del pending[i]
                         rest = c.stream.flush()
                         if rest:
-                            yield chunk(i, rest, None)
-                        yield chunk(i, None, self.finish_reason(c))
+                            yield chunk(i, rest, None, upto=len(c.request.tokens))
+                        yield chunk(i, None, self.finish_reason(c), upto=len(c.request.tokens))
                     else:
+                        piece, count = item
                         if piece:
-                            yield chunk(i, piece, None)
+                            yield chunk(i, piece, None, upto=count)
                         pending[i] = asyncio.ensure_future(c.pieces.get())
             if s.include_usage:
                 body = {"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": []}
@@ -287,7 +321,7 @@ def build_app(server: Server):
 
     async def complete(request: HTTPRequest, kind: str):
         body = await read_body(request)
-        s = protocol.sampling(body)
+        s = protocol.sampling(body, kind)
         if kind == "chat":
             ids, images, videos = server.encode_chat(body)
         else:
@@ -304,12 +338,12 @@ def build_app(server: Server):
             raise
         out = []
         for i, (c, text) in enumerate(zip(choices, texts)):
-            reason = server.finish_reason(c)
+            reason, lp = server.finish_reason(c), server.logprobs(kind, c)
             if kind == "chat":
                 message = {"role": "assistant", "content": text}
-                out.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+                out.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
             else:
-                out.append({"index": i, "text": text, "logprobs": None, "finish_reason": reason})
+                out.append({"index": i, "text": text, "logprobs": lp, "finish_reason": reason})
         return {
             "id": protocol.new_id("chatcmpl" if kind == "chat" else "cmpl"),
             "object": "chat.completion" if kind == "chat" else "text_completion",

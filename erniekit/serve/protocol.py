@@ -39,6 +39,7 @@ class Sampling:
     stop: list[str]
     stream: bool
     include_usage: bool
+    logprobs: int | None  # None: off; else how many top alternatives per token
 
 
 def _number(body: dict, key: str, default, kind=float, low=None, high=None):
@@ -58,7 +59,19 @@ def _number(body: dict, key: str, default, kind=float, low=None, high=None):
     return kind(value)
 
 
-def sampling(body: dict) -> Sampling:
+def _logprobs(body: dict, kind: str) -> int | None:
+    if kind == "completion":  # the legacy API: logprobs is the number of alternatives
+        return _number(body, "logprobs", None, int, 0, 5)
+    wanted = body.get("logprobs", False)
+    if not isinstance(wanted, bool):
+        raise APIError(400, "logprobs must be true or false", "logprobs")
+    top = _number(body, "top_logprobs", None, int, 0, 20)
+    if top is not None and not wanted:
+        raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+    return (top or 0) if wanted else None
+
+
+def sampling(body: dict, kind: str = "chat") -> Sampling:
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     if max_tokens is not None:
@@ -86,6 +99,7 @@ def sampling(body: dict) -> Sampling:
         stop=stop,
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
+        logprobs=_logprobs(body, kind),
     )
 
 

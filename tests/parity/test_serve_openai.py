@@ -239,3 +239,31 @@ def test_sigterm_is_quiet_when_idle(model_dir):
     assert httpx.get(f"{s.url}/v1/models").json()["data"][0]["id"] == model_dir.name
     assert s.stop() == 0
     assert os.path.getsize(s.log) < 10_000 and "Traceback" not in s.log.read_text()
+
+
+def test_logprobs_match_the_models_distribution(server, model_dir):
+    import numpy as np
+    import paddle
+
+    from erniekit.inference.load import load_for_inference
+
+    client = server.client()
+    got = ask(client, "What is 2 + 3?", 6, logprobs=True, top_logprobs=3)
+    entries = got.choices[0].logprobs.content
+    assert len(entries) == got.usage.completion_tokens and all(len(e.top_logprobs) == 3 for e in entries)
+    # greedy: each chosen token is the most likely one
+    assert all(e.top_logprobs[0].logprob == e.logprob for e in entries)
+    tokenizer, model, _ = load_for_inference(model_dir)
+    ids = tokenizer.encode_chat([{"role": "user", "content": "What is 2 + 3?"}], True)[0]
+    logits = model(paddle.to_tensor([ids])).logits.numpy()[0, -1].astype(np.float64)
+    first = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    assert abs(entries[0].logprob - first.max()) < 1e-4
+    streamed = [c for c in ask(client, "What is 2 + 3?", 6, logprobs=True, stream=True) if c.choices]
+    lps = [e.logprob for c in streamed if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert np.allclose(lps, [e.logprob for e in entries], atol=1e-6)
+    legacy = client.completions.create(
+        model="tiny", prompt="Once upon", max_tokens=4, temperature=0, logprobs=2
+    )
+    lp = legacy.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == 4 and all(len(t) <= 2 for t in lp.top_logprobs)
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0

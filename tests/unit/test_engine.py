@@ -80,3 +80,14 @@ def test_background_loop_streams_cancels_and_bounds_the_queue(model):
         full.submit(Request([1, 2]))
     with pytest.raises(ValueError, match="model length"):
         full.submit(Request(list(range(1, 3000))))
+
+
+def test_a_failing_consumer_ends_only_its_request(model):
+    def broken(token):
+        raise RuntimeError("client went away badly")
+
+    p, q = prompts(2, seed=8)
+    engine = Engine(model, max_batch=2, max_model_len=64)
+    bad, good = engine.run([Request(p, max_new_tokens=6, on_token=broken), Request(q, max_new_tokens=6)])
+    assert bad.finish_reason == "error" and "badly" in str(bad.error) and bad.done.is_set()
+    assert good.tokens == alone(model, q, max_new_tokens=6) and engine.finished == {"error": 1, "length": 1}
