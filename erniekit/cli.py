@@ -220,6 +220,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.max_model_len,
         args.name,
         args.allow_images,
+        args.reasoning,
     )
 
 
@@ -325,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="DIR",
         help="image files may be read under DIR (repeatable)",
+    )
+    srv.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="replies open inside the reasoning, which ends at </think> (thinking models): reasoning_content",
     )
     srv.set_defaults(func=_cmd_serve)
 

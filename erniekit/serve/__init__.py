@@ -18,6 +18,7 @@ def serve(
     max_model_len: int | None = None,
     name: str | None = None,
     allow_images: list[str] | None = None,
+    reasoning: bool = False,
 ) -> int:
     """Load the model, start the engine's thread and serve until SIGINT/SIGTERM; then stop taking
     requests, finish the ones in flight, and exit."""
@@ -32,7 +33,8 @@ def serve(
     tokenizer, model, processor = load_for_inference(path)
     length = max_model_len or min(model.args.max_position_embeddings, 4096)
     engine = Engine(model, max_batch=max_batch, max_model_len=length, max_queue=max_queue)
-    server = Server(engine, tokenizer, processor, name or Path(path).resolve().name, api_key, allow_images)
+    name = name or Path(path).resolve().name
+    server = Server(engine, tokenizer, processor, name, api_key, allow_images, thinking=reasoning)
     app = build_app(server)
     engine.start()
     log.info(

@@ -24,6 +24,7 @@ from fastapi import Request as HTTPRequest  # at module level: FastAPI resolves 
 from erniekit.inference.engine import Engine, QueueFull, Request
 from erniekit.serve import protocol
 from erniekit.serve.protocol import APIError, Sampling
+from erniekit.tokenizer.tools import ReplySplitter, new_call_id, render_tools, split_reply
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class TextStream:
 class Choice:
     request: Request
     stream: TextStream
+    splitter: ReplySplitter | None = None  # chat: reasoning / content / tool calls
     pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
+    calls: int = 0  # tool calls streamed so far
 
 
 class Server:
@@ -74,8 +77,10 @@ class Server:
         model_name: str = "erniekit",
         api_key: str | None = None,
         allowed_image_dirs: list[str] | None = None,
+        thinking: bool = False,
     ):
         self.engine, self.tokenizer, self.processor = engine, tokenizer, processor
+        self.thinking = thinking  # replies open inside the reasoning (a thinking model's template)
         self.model_name, self.api_key = model_name, api_key
         self.allowed_image_dirs = [Path(d).resolve() for d in allowed_image_dirs or []]
         self.created = protocol.now()
@@ -85,7 +90,7 @@ class Server:
         from erniekit.data.multimodal import PromptEncoder
         from erniekit.errors import ErniekitError
 
-        msgs = protocol.messages(body, self.allowed_image_dirs)
+        msgs = render_tools(protocol.messages(body, self.allowed_image_dirs), protocol.tools(body))
         model = self.engine.model
         if self.processor is None and any(
             isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
@@ -97,7 +102,7 @@ class Server:
         except (ErniekitError, ValueError, KeyError, TypeError) as e:
             raise APIError(400, f"messages: {e}", "messages") from None
 
-    def submit(self, ids: list[int], images, videos, s: Sampling) -> list[Choice]:
+    def submit(self, ids: list[int], images, videos, s: Sampling, chat: bool = False) -> list[Choice]:
         limit = self.engine.max_model_len
         if len(ids) >= limit:
             raise APIError(
@@ -129,7 +134,7 @@ class Server:
                 images=images,
                 videos=videos,
             )
-            choice = Choice(req, stream)
+            choice = Choice(req, stream, ReplySplitter(self.thinking, s.tools) if chat else None)
             req.logprobs = s.logprobs
             req.on_token = lambda t, c=choice: loop.call_soon_threadsafe(
                 c.pieces.put_nowait, (c.stream.push(t), len(c.request.tokens))
@@ -152,7 +157,32 @@ class Server:
     def finish_reason(c: Choice) -> str:
         if c.request.error is not None:
             raise APIError(500, f"generation failed: {c.request.error}", None, "engine_error")
+        if c.calls:
+            return "tool_calls"
         return "length" if c.request.finish_reason == "length" else "stop"
+
+    def message(self, c: Choice, s: Sampling) -> dict:
+        """The assistant message of a finished chat choice: content, reasoning_content, tool_calls."""
+        reasoning, content, calls = split_reply(c.stream.text, self.thinking, s.tools)
+        c.calls = len(calls)
+        message: dict = {"role": "assistant", "content": content}
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = [{"id": new_call_id(), "type": "function", "function": f} for f in calls]
+        return message
+
+    def deltas(self, c: Choice, events: list) -> list[dict]:
+        """Streamed chat deltas for a splitter's events."""
+        out = []
+        for kind, value in events:
+            if kind == "tool_call":
+                call = {"index": c.calls, "id": new_call_id(), "type": "function", "function": value}
+                c.calls += 1
+                out.append({"tool_calls": [call]})
+            else:
+                out.append({"reasoning_content" if kind == "reasoning" else "content": value})
+        return out
 
     def logprobs(self, kind: str, c: Choice, start: int = 0, end: int | None = None) -> dict | None:
         """OpenAI's logprobs object for tokens [start, end) of a choice (None when not asked for)."""
@@ -207,13 +237,13 @@ class Server:
 
         sent = [0] * len(choices)  # tokens whose logprobs went out, per choice
 
-        def chunk(index: int, text: str | None, finish: str | None, first: bool = False, upto=None) -> str:
+        def chunk(index: int, text, finish: str | None = None, upto=None) -> str:
+            """text: a completion's piece, or a chat delta (dict)."""
             lp = None
             if upto is not None and upto > sent[index]:
                 lp, sent[index] = self.logprobs(kind, choices[index], sent[index], upto), upto
             if kind == "chat":
-                delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-                choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+                choice = {"index": index, "delta": text or {}, "logprobs": lp, "finish_reason": finish}
             else:
                 choice = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish}
             body = {
@@ -227,10 +257,15 @@ class Server:
                 body["usage"] = None
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+        def pieces(c: Choice, piece: str, final: bool) -> list:
+            if c.splitter is None:
+                return [piece] if piece else []
+            return self.deltas(c, c.splitter.feed(piece) + (c.splitter.finish() if final else []))
+
         try:
             if kind == "chat":
                 for i in range(len(choices)):
-                    yield chunk(i, None, None, first=True)
+                    yield chunk(i, {"role": "assistant", "content": ""})
             pending = {i: asyncio.ensure_future(c.pieces.get()) for i, c in enumerate(choices)}
             while pending:
                 done, _ = await asyncio.wait(
@@ -244,14 +279,14 @@ class Server:
                     item, c = fut.result(), choices[i]
                     if item is None:
                         del pending[i]
-                        rest = c.stream.flush()
-                        if rest:
-                            yield chunk(i, rest, None, upto=len(c.request.tokens))
-                        yield chunk(i, None, self.finish_reason(c), upto=len(c.request.tokens))
+                        end = len(c.request.tokens)
+                        for part in pieces(c, c.stream.flush(), final=True):
+                            yield chunk(i, part, upto=end)
+                        yield chunk(i, None, self.finish_reason(c), upto=end)
                     else:
                         piece, count = item
-                        if piece:
-                            yield chunk(i, piece, None, upto=count)
+                        for part in pieces(c, piece, final=False):
+                            yield chunk(i, part, upto=count)
                         pending[i] = asyncio.ensure_future(c.pieces.get())
             if s.include_usage:
                 body = {"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": []}
@@ -326,7 +361,7 @@ def build_app(server: Server):
             ids, images, videos = server.encode_chat(body)
         else:
             ids, images, videos = server.tokenizer.encode(protocol.prompt_text(body)), None, None
-        choices = server.submit(ids, images, videos, s)
+        choices = server.submit(ids, images, videos, s, chat=kind == "chat")
         if s.stream:
             events = server.events(kind, ids, choices, s, request.is_disconnected)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -338,12 +373,15 @@ def build_app(server: Server):
             raise
         out = []
         for i, (c, text) in enumerate(zip(choices, texts)):
-            reason, lp = server.finish_reason(c), server.logprobs(kind, c)
+            lp = server.logprobs(kind, c)
             if kind == "chat":
-                message = {"role": "assistant", "content": text}
+                message = server.message(c, s)
+                reason = server.finish_reason(c)
                 out.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
             else:
-                out.append({"index": i, "text": text, "logprobs": lp, "finish_reason": reason})
+                out.append(
+                    {"index": i, "text": text, "logprobs": lp, "finish_reason": server.finish_reason(c)}
+                )
         return {
             "id": protocol.new_id("chatcmpl" if kind == "chat" else "cmpl"),
             "object": "chat.completion" if kind == "chat" else "text_completion",

@@ -40,6 +40,7 @@ class Sampling:
     stream: bool
     include_usage: bool
     logprobs: int | None  # None: off; else how many top alternatives per token
+    tools: bool = False  # tools were offered: <tool_call> replies become tool_calls
 
 
 def _number(body: dict, key: str, default, kind=float, low=None, high=None):
@@ -100,7 +101,26 @@ def sampling(body: dict, kind: str = "chat") -> Sampling:
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
         logprobs=_logprobs(body, kind),
+        tools=bool(tools(body)),
     )
+
+
+def tools(body: dict) -> list[dict] | None:
+    """The offered function tools (None with none, or with tool_choice "none")."""
+    offered = body.get("tools")
+    if offered is None or body.get("tool_choice") == "none":
+        return None
+    if not isinstance(offered, list) or not all(
+        isinstance(t, dict)
+        and t.get("type", "function") == "function"
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+        for t in offered
+    ):
+        raise APIError(
+            400, 'tools must be a list of {"type": "function", "function": {"name": ...}}', "tools"
+        )
+    return offered or None
 
 
 def messages(body: dict, allowed_image_dirs: list[Path]) -> list[dict]:

@@ -5,6 +5,7 @@ row; SIGTERM finishes what is in flight."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -204,26 +205,27 @@ def test_a_full_queue_429_a_dropped_stream_frees_its_row_and_sigterm_drains(mode
         assert httpx.get(f"{s.url}/health").json()["running"] == 0
         assert ask(client, "hi", 4).choices[0].message.content is not None
 
-        # one running, one waiting: a third is refused at once
+        # one running (1,000 tokens: seconds), one waiting: of six sent at once, the rest are refused at once
         results: dict[str, object] = {}
+        start = threading.Barrier(6)
 
-        def long(name: str) -> None:
+        def long(name: str, tokens: int = 1000) -> None:
+            start.wait() if name != "d" else None
             try:
-                results[name] = ask(client, "Write a long story.", 300).usage.completion_tokens
+                results[name] = ask(client, "Write a long story.", tokens).usage.completion_tokens
             except openai.APIStatusError as e:
                 results[name] = e.status_code
 
-        threads = [threading.Thread(target=long, args=(n,)) for n in ("a", "b", "c")]
+        threads = [threading.Thread(target=long, args=(str(n),)) for n in range(6)]
         for t in threads:
             t.start()
-            time.sleep(1.0)
         for t in threads:
             t.join(600)
-        assert sorted(map(str, results.values())).count("429") >= 1, results
-        assert any(v == 300 for v in results.values()), results
+        served = [v for v in results.values() if v != 429]
+        assert len(served) <= 2 and served and all(v > 100 for v in served), results  # the others: 429
 
         # SIGTERM while a request runs: it completes, then the process exits cleanly
-        inflight = threading.Thread(target=long, args=("d",))
+        inflight = threading.Thread(target=long, args=("d", 300))
         inflight.start()
         time.sleep(1.5)
         s.proc.send_signal(signal.SIGTERM)
@@ -267,3 +269,83 @@ def test_logprobs_match_the_models_distribution(server, model_dir):
     lp = legacy.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == 4 and all(len(t) <= 2 for t in lp.top_logprobs)
     assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def tool_run(tmp_path_factory) -> Path:
+    """A tiny model taught, through the real CLI, to answer the weather question with a tool call in
+    ERNIE's format (the prompt rendered as the server renders a request with tools)."""
+    from erniekit.tokenizer.tools import render_tools
+
+    out = tmp_path_factory.mktemp("tools")
+    question = render_tools([{"role": "user", "content": "What is the weather in Paris?"}], WEATHER)
+    record = {"messages": [*question, {"role": "assistant", "content": CALL}]}
+    (out / "tool.jsonl").write_text((json.dumps(record) + "\n") * 8)
+    overrides = [
+        f"data.train=[{out / 'tool.jsonl'}]",
+        f"train.output_dir={out / 'run'}",
+        f"data.cache_dir={out / 'cache'}",
+        "train.max_steps=150",
+        "optim.lr=5e-3",
+        "data.max_seq_len=320",
+        "data.eval_holdout=0",
+        "train.micro_batch_size=1",
+        "train.grad_accum=1",
+        "train.eval_every=0",
+        "checkpoint.every=0",
+        "logging.progress=none",
+    ]
+    cmd = [sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", *overrides]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    return out / "run"
+
+
+def test_a_tool_call_round_trips_into_tool_calls(tool_run):
+    s = Served(tool_run, "--name", "tiny")
+    try:
+        client = s.client()
+        question = [{"role": "user", "content": "What is the weather in Paris?"}]
+        got = client.chat.completions.create(model="tiny", messages=question, tools=WEATHER, temperature=0)
+        choice = got.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        (call,) = choice.message.tool_calls
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+            "city": "Paris"
+        }
+        stream = client.chat.completions.create(
+            model="tiny", messages=question, tools=WEATHER, temperature=0, stream=True
+        )
+        chunks = [c for c in stream if c.choices]
+        calls = [t for c in chunks for t in (c.choices[0].delta.tool_calls or [])]
+        assert [t.function.name for t in calls] == ["get_weather"] and chunks[-1].choices[
+            0
+        ].finish_reason == "tool_calls"
+        assert not "".join(c.choices[0].delta.content or "" for c in chunks)
+        # without tools the same text is plain content
+        plain = client.chat.completions.create(
+            model="tiny", messages=question, tools=WEATHER, tool_choice="none"
+        )
+        assert plain.choices[0].message.tool_calls is None
+        # the call and its result go back in: the next turn renders and is answered
+        history = [
+            *question,
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 30}'},
+        ]
+        again = client.chat.completions.create(model="tiny", messages=history, tools=WEATHER, max_tokens=8)
+        assert again.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    finally:
+        assert s.stop() == 0

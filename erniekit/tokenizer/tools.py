@@ -1,0 +1,186 @@
+"""Tool calling and thinking in ERNIE's reply format, both ways.
+
+A reply may open with reasoning that ends at ``</think>`` (ERNIE 4.5's thinking models; a reply that
+starts with ``<think>`` is read the same way), and calls a function as a JSON object inside
+``<tool_call>...</tool_call>``::
+
+    The user wants the weather.</think>
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    </tool_call>
+
+``render_tools`` turns OpenAI-style messages (``tools``, assistant ``tool_calls``, ``tool`` results) into
+the system/user/assistant turns every chat template renders: the tools listed as JSON in the system
+turn, calls written in the format above, results as ``<tool_response>`` user turns. ``ReplySplitter``
+reads a reply back, whole or piece by piece as it streams, into reasoning, content and tool calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+
+THINK_START, THINK_END = "<think>", "</think>"
+CALL_START, CALL_END = "<tool_call>", "</tool_call>"
+
+
+def tools_prompt(tools: list[dict]) -> str:
+    listed = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+    return (
+        "You can call these functions (JSON schemas):\n<tools>\n"
+        f"{listed}\n</tools>\n"
+        f'To call one, reply with {CALL_START}\n{{"name": NAME, "arguments": {{...}}}}\n{CALL_END}'
+    )
+
+
+def _call_text(call: dict) -> str:
+    fn = call.get("function", call)
+    args = fn.get("arguments", {})
+    if isinstance(args, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            args = json.loads(args)
+    return (
+        f"{CALL_START}\n{json.dumps({'name': fn['name'], 'arguments': args}, ensure_ascii=False)}\n{CALL_END}"
+    )
+
+
+def render_tools(messages: list[dict], tools: list[dict] | None) -> list[dict]:
+    """OpenAI messages with tools -> plain system/user/assistant turns (consecutive tool results become
+    one user turn)."""
+    out: list[dict] = []
+    if tools:
+        block = tools_prompt(tools)
+        if messages and messages[0]["role"] == "system":
+            system = messages[0].get("content") or ""
+            out.append({"role": "system", "content": f"{system}\n\n{block}" if system else block})
+            messages = messages[1:]
+        else:
+            out.append({"role": "system", "content": block})
+    for m in messages:
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            calls = "\n".join(_call_text(c) for c in m["tool_calls"])
+            text = m.get("content") or ""
+            out.append({"role": "assistant", "content": f"{text}\n{calls}" if text else calls})
+        elif m["role"] == "tool":
+            result = f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"
+            if out and out[-1]["role"] == "user" and out[-1].get("_tool"):
+                out[-1]["content"] += "\n" + result
+            else:
+                out.append({"role": "user", "content": result, "_tool": True})
+        else:
+            out.append({k: v for k, v in m.items() if k in ("role", "content")})
+    return [{k: v for k, v in m.items() if k != "_tool"} for m in out]
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+class ReplySplitter:
+    """Reads a reply, fed in pieces, into ("reasoning", text), ("content", text) and ("tool_call", {"name",
+    "arguments"}) events. ``thinking``: the reply starts inside the reasoning (the prompt opened it);
+    otherwise a reply that begins with ``<think>`` does. With ``tools`` false, ``<tool_call>`` is content.
+    Text that may be the start of a marker is held back until the next piece tells."""
+
+    def __init__(self, thinking: bool = False, tools: bool = False):
+        self.tools = tools
+        self.state = "reasoning" if thinking else "start"
+        self.buffer = ""
+        self.content_started = False
+
+    def feed(self, text: str) -> list[tuple[str, object]]:
+        self.buffer += text
+        events: list[tuple[str, object]] = []
+        while True:
+            before = (self.state, len(self.buffer))
+            getattr(self, f"_{self.state}")(events, final=False)
+            if (self.state, len(self.buffer)) == before:
+                return events
+
+    def finish(self) -> list[tuple[str, object]]:
+        events: list[tuple[str, object]] = []
+        while self.buffer:
+            before = (self.state, len(self.buffer))
+            getattr(self, f"_{self.state}")(events, final=True)
+            if (self.state, len(self.buffer)) == before:
+                break
+        if self.buffer:  # an unclosed tool call is plain content
+            self._emit(events, "content", self.buffer)
+            self.buffer = ""
+        return events
+
+    def _emit(self, events: list, kind: str, text: str) -> None:
+        if kind == "content" and not self.content_started:
+            text = text.lstrip("\n")
+            self.content_started = bool(text)
+        if text:
+            if events and events[-1][0] == kind and kind != "tool_call":
+                events[-1] = (kind, events[-1][1] + text)
+            else:
+                events.append((kind, text))
+
+    def _start(self, events: list, final: bool) -> None:
+        head = self.buffer.lstrip()
+        if head.startswith(THINK_START):
+            self.buffer, self.state = head[len(THINK_START) :], "reasoning"
+        elif final or (len(head) >= len(THINK_START) or not THINK_START.startswith(head)):
+            self.state = "content"
+
+    def _reasoning(self, events: list, final: bool) -> None:
+        if self.buffer.lstrip().startswith(THINK_START):
+            self.buffer = self.buffer.lstrip()[len(THINK_START) :]
+        end = self.buffer.find(THINK_END)
+        if end >= 0:
+            self._emit(events, "reasoning", self.buffer[:end])
+            self.buffer, self.state = self.buffer[end + len(THINK_END) :], "content"
+            return
+        keep = 0 if final else len(THINK_END) - 1
+        cut = max(len(self.buffer) - keep, 0)
+        self._emit(events, "reasoning", self.buffer[:cut])
+        self.buffer = self.buffer[cut:]
+        if final:  # the reply ended while thinking
+            self.state = "content"
+
+    def _content(self, events: list, final: bool) -> None:
+        if not self.tools:
+            self._emit(events, "content", self.buffer)
+            self.buffer = ""
+            return
+        start = self.buffer.find(CALL_START)
+        if start >= 0:
+            self._emit(events, "content", self.buffer[:start].rstrip("\n"))
+            self.buffer, self.state = self.buffer[start:], "call"
+            return
+        keep = 0 if final else len(CALL_START) - 1
+        cut = max(len(self.buffer) - keep, 0)
+        self._emit(events, "content", self.buffer[:cut])
+        self.buffer = self.buffer[cut:]
+
+    def _call(self, events: list, final: bool) -> None:
+        end = self.buffer.find(CALL_END)
+        if end < 0:
+            return
+        body = self.buffer[len(CALL_START) : end]
+        self.buffer, self.state = self.buffer[end + len(CALL_END) :].lstrip("\n"), "content"
+        try:
+            call = json.loads(body)
+            name, args = call["name"], call.get("arguments", {})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            self._emit(events, "content", f"{CALL_START}{body}{CALL_END}")
+            return
+        arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        events.append(("tool_call", {"name": str(name), "arguments": arguments}))
+
+
+def split_reply(
+    text: str, thinking: bool = False, tools: bool = False
+) -> tuple[str | None, str | None, list]:
+    """(reasoning, content, tool calls) of a whole reply."""
+    splitter = ReplySplitter(thinking, tools)
+    events = splitter.feed(text) + splitter.finish()
+    reasoning = "".join(t for k, t in events if k == "reasoning").strip("\n") or None
+    content = "".join(t for k, t in events if k == "content")
+    calls = [t for k, t in events if k == "tool_call"]
+    return reasoning, (content.strip("\n") or None) if calls or reasoning else content, calls
