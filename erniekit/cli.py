@@ -221,6 +221,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.name,
         args.allow_images,
         args.reasoning,
+        args.adapter,
     )
 
 
@@ -314,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = verbs.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching)")
     srv.add_argument("model", help="HF model directory, checkpoint, or run directory")
+    srv.add_argument(
+        "--adapter",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve a LoRA run unmerged as model NAME (repeatable; rows of one batch mix adapters)",
+    )
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ requests")

@@ -59,6 +59,7 @@ class Request:
     images: ImageInputs | None = None
     videos: ImageInputs | None = None
     logprobs: int | None = None  # record each token's log-probability and this many top alternatives
+    adapter: int = 0  # the LoRA adapter slot its rows use (0: the base model; see adapters.py)
     tokens: list[int] = field(default_factory=list)
     token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
     finish_reason: str | None = None
@@ -137,7 +138,9 @@ class _Active:
 class Engine:
     """Continuous-batching generation over one model (see the module docstring)."""
 
-    def __init__(self, model, max_batch: int = 8, max_model_len: int = 2048, max_queue: int = 64):
+    def __init__(
+        self, model, max_batch: int = 8, max_model_len: int = 2048, max_queue: int = 64, adapters=None
+    ):
         self.model, self.max_batch, self.max_model_len, self.max_queue = (
             model,
             max_batch,
@@ -149,6 +152,7 @@ class Engine:
         self.waiting: deque[Request] = deque()
         self.lock = threading.Condition()
         self.banned = getattr(model, "vision_token_ids", None)  # a VL model never writes image tokens
+        self.adapters = adapters  # an adapters.Selector: per-row LoRA slots
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.finished = Counter()  # requests ended, by finish_reason
@@ -255,6 +259,10 @@ class Engine:
                 video_grid_thw=request.videos.grid_thw,
             )
         positions, offsets = model.prompt_positions(ids, real, request.images, request.videos)
+        if request.adapter and self.adapters is None:
+            raise ValueError("this engine serves no adapters")
+        if self.adapters is not None:
+            self.adapters.select([request.adapter])
         cache = model.new_cache(1, width)
         out = model(
             paddle.to_tensor(ids),
@@ -281,6 +289,8 @@ class Engine:
         rows.real[:n, t] = True
         tokens = np.array([[a.last] for a in self.active], dtype=np.int64)
         positions = np.array([[a.position] for a in self.active], dtype=np.int64)
+        if self.adapters is not None:
+            self.adapters.select([a.request.adapter for a in self.active])
         out = self.model(
             paddle.to_tensor(tokens),
             position_ids=paddle.to_tensor(positions),

@@ -8,6 +8,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def parse_adapter(spec: str) -> tuple[str, str]:
+    from erniekit.errors import ErniekitError
+
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ErniekitError(f"--adapter {spec!r}: give NAME=PATH (a LoRA run or checkpoint)")
+    return name, path
+
+
 def serve(
     path: str,
     host: str = "127.0.0.1",
@@ -19,6 +28,7 @@ def serve(
     name: str | None = None,
     allow_images: list[str] | None = None,
     reasoning: bool = False,
+    adapters: list[str] | None = None,
 ) -> int:
     """Load the model, start the engine's thread and serve until SIGINT/SIGTERM; then stop taking
     requests, finish the ones in flight, and exit."""
@@ -31,10 +41,25 @@ def serve(
     from erniekit.serve.app import Server, build_app
 
     tokenizer, model, processor = load_for_inference(path)
+    named = dict(parse_adapter(a) for a in adapters or [])
+    selector = None
+    if named:
+        from erniekit.inference.adapters import adapter_factors, attach
+
+        selector = attach(model, {n: adapter_factors(p, model) for n, p in named.items()})
     length = max_model_len or min(model.args.max_position_embeddings, 4096)
-    engine = Engine(model, max_batch=max_batch, max_model_len=length, max_queue=max_queue)
+    engine = Engine(model, max_batch=max_batch, max_model_len=length, max_queue=max_queue, adapters=selector)
     name = name or Path(path).resolve().name
-    server = Server(engine, tokenizer, processor, name, api_key, allow_images, thinking=reasoning)
+    server = Server(
+        engine,
+        tokenizer,
+        processor,
+        name,
+        api_key,
+        allow_images,
+        thinking=reasoning,
+        adapter_names=list(named),
+    )
     app = build_app(server)
     engine.start()
     log.info(

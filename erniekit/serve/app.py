@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP layer over the generation engine (FastAPI on uvicorn).
 
     GET  /health                 {"status": "ok", "running", "waiting", "finished": {reason: count}}
-    GET  /v1/models              the served model
+    GET  /v1/models              the served model and its LoRA adapters (each a model name)
     POST /v1/chat/completions    chat messages (image parts for VL models), streaming or not
     POST /v1/completions         a plain prompt, streaming or not
 
@@ -78,10 +78,12 @@ class Server:
         api_key: str | None = None,
         allowed_image_dirs: list[str] | None = None,
         thinking: bool = False,
+        adapter_names: list[str] | None = None,
     ):
         self.engine, self.tokenizer, self.processor = engine, tokenizer, processor
         self.thinking = thinking  # replies open inside the reasoning (a thinking model's template)
         self.model_name, self.api_key = model_name, api_key
+        self.adapter_names = list(adapter_names or [])  # model names that select a LoRA slot (1, 2, ...)
         self.allowed_image_dirs = [Path(d).resolve() for d in allowed_image_dirs or []]
         self.created = protocol.now()
 
@@ -102,7 +104,12 @@ class Server:
         except (ErniekitError, ValueError, KeyError, TypeError) as e:
             raise APIError(400, f"messages: {e}", "messages") from None
 
-    def submit(self, ids: list[int], images, videos, s: Sampling, chat: bool = False) -> list[Choice]:
+    def slot(self, model: str | None) -> int:
+        return 0 if model in (None, self.model_name) else self.adapter_names.index(model) + 1
+
+    def submit(
+        self, ids: list[int], images, videos, s: Sampling, chat: bool = False, slot: int = 0
+    ) -> list[Choice]:
         limit = self.engine.max_model_len
         if len(ids) >= limit:
             raise APIError(
@@ -133,6 +140,7 @@ class Server:
                 eos_token_ids=frozenset(self.tokenizer.stop_ids),
                 images=images,
                 videos=videos,
+                adapter=slot,
             )
             choice = Choice(req, stream, ReplySplitter(self.thinking, s.tools) if chat else None)
             req.logprobs = s.logprobs
@@ -337,7 +345,7 @@ def build_app(server: Server):
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
         model = body.get("model")
-        if model is not None and model != server.model_name:
+        if model is not None and model != server.model_name and model not in server.adapter_names:
             raise APIError(
                 400, f"model {model!r} is not served here; /v1/models lists them", "model", "model_not_found"
             )
@@ -351,8 +359,17 @@ def build_app(server: Server):
 
     @app.get("/v1/models")
     async def models():
-        card = {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "erniekit"}
-        return {"object": "list", "data": [card]}
+        def card(name: str, parent: str | None) -> dict:
+            return {
+                "id": name,
+                "object": "model",
+                "created": server.created,
+                "owned_by": "erniekit",
+                "parent": parent,
+            }
+
+        cards = [card(server.model_name, None)] + [card(n, server.model_name) for n in server.adapter_names]
+        return {"object": "list", "data": cards}
 
     async def complete(request: HTTPRequest, kind: str):
         body = await read_body(request)
@@ -361,7 +378,9 @@ def build_app(server: Server):
             ids, images, videos = server.encode_chat(body)
         else:
             ids, images, videos = server.tokenizer.encode(protocol.prompt_text(body)), None, None
-        choices = server.submit(ids, images, videos, s, chat=kind == "chat")
+        choices = server.submit(
+            ids, images, videos, s, chat=kind == "chat", slot=server.slot(body.get("model"))
+        )
         if s.stream:
             events = server.events(kind, ids, choices, s, request.is_disconnected)
             return StreamingResponse(events, media_type="text/event-stream")

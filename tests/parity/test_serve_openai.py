@@ -349,3 +349,57 @@ def test_a_tool_call_round_trips_into_tool_calls(tool_run):
         assert again.choices[0].finish_reason in ("stop", "length", "tool_calls")
     finally:
         assert s.stop() == 0
+
+
+def lora_run(model_dir: Path, out: Path, *overrides: str) -> Path:
+    recipe = [f"model.path={model_dir}", "model.flavor=null", "lora.enabled=true", "optim.lr=2e-2"]
+    run = ["train.max_steps=15", "train.eval_every=0", f"train.output_dir={out}", "logging.progress=none"]
+    cmd = [sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", *recipe, *run, *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_adapters_unmerged_in_one_batch_answer_as_their_runs(model_dir, tmp_path):
+    from erniekit.trainer.restore import restore
+
+    runs = {
+        "alpaca-r8": lora_run(model_dir, tmp_path / "a"),
+        "attn-r4": lora_run(model_dir, tmp_path / "b", "lora.rank=4", "lora.targets=[qkv_proj,o_proj]"),
+    }
+    adapters = [f"--adapter={name}={path}" for name, path in runs.items()]
+    s = Served(model_dir, "--name", "tiny", "--max-batch", "4", *adapters)
+    try:
+        client = s.client()
+        assert [m.id for m in client.models.list().data] == ["tiny", *runs]
+        tokenizer = load_tokenizer(model_dir)
+        want = {}
+        for name in ["tiny", *runs]:
+            model = restore(runs[name])[2] if name in runs else None
+            for prompt in PROMPTS[:3]:
+                if model is None:
+                    want[name, prompt] = chat_cli(model_dir, prompt, 12)
+                    continue
+                ids = tokenizer.encode_chat([{"role": "user", "content": prompt}], True)[0]
+                out = model.generate([ids], max_new_tokens=12, eos_token_ids=tokenizer.stop_ids)[0]
+                want[name, prompt] = tokenizer.decode(out).rstrip("\ufffd")  # as streamed: whole characters
+        assert len({want[n, PROMPTS[0]] for n in ["tiny", *runs]}) == 3  # each adapter changes the answer
+        jobs = list(want) * 2
+        got: dict[int, str] = {}
+
+        def worker(k: int) -> None:
+            for i in range(k, len(jobs), 4):
+                name, prompt = jobs[i]
+                reply = client.chat.completions.create(
+                    model=name, messages=[{"role": "user", "content": prompt}], max_tokens=12, temperature=0
+                )
+                got[i] = reply.choices[0].message.content
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert [got[i] for i in range(len(jobs))] == [want[j] for j in jobs]
+    finally:
+        assert s.stop() == 0
