@@ -80,13 +80,31 @@ class Request:
 class _Rows:
     """The engine's cache, viewed by the model as a KVCache of the ``n`` active rows."""
 
-    def __init__(self, model, rows: int, columns: int):
-        base = model.new_cache(rows, columns)
-        self.keys, self.values = base.keys, base.values
-        self.columns = columns
+    def __init__(self, model, rows: int, columns: int, start: int = 256):
+        self.model, self.rows, self.columns = model, rows, columns  # columns: the most it grows to
+        self.keys, self.values, self.real = [], [], np.zeros((rows, 0), dtype=bool)
         self.n = 0  # active rows
         self.length = 0  # T: the shared write column
-        self.real = np.zeros((rows, columns), dtype=bool)  # key_padding: columns each row owns
+        self.grow(min(start, columns))
+
+    @property
+    def capacity(self) -> int:
+        return self.real.shape[1]
+
+    def grow(self, columns: int) -> None:
+        """Room for ``columns`` columns (doubling, up to the model length): a cache sized for what runs,
+        not for the longest request that might."""
+        if columns <= self.capacity:
+            return
+        size = min(max(columns, 2 * self.capacity), self.columns)
+        new = self.model.new_cache(self.rows, size)
+        for old, fresh in ((self.keys, new.keys), (self.values, new.values)):
+            for x, y in zip(old, fresh):
+                y[:, : self.length] = x[:, : self.length]
+        self.keys, self.values = new.keys, new.values
+        real = np.zeros((self.rows, size), dtype=bool)
+        real[:, : self.capacity] = self.real
+        self.real = real
 
     def update(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
         end = self.length + k.shape[1]
@@ -273,6 +291,7 @@ class Engine:
             **vision,
         )
         if rows.length < width:  # room for the prompt before the write column
+            rows.grow(width + 1)
             rows.shift(width - rows.length) if rows.n else setattr(rows, "length", width)
         row = rows.n
         rows.place(row, cache.keys, cache.values, width)
@@ -283,7 +302,8 @@ class Engine:
 
     def _decode(self) -> None:
         rows = self.rows
-        if rows.length == rows.columns:  # the last column is taken: move everyone left
+        rows.grow(rows.length + 1)
+        if rows.length == rows.capacity:  # the last column of the model length is taken: move everyone left
             rows.shift(-rows.free_columns())
         n, t = rows.n, rows.length
         rows.real[:n, t] = True

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from erniekit.inference.engine import Engine, QueueFull, Request
+from erniekit.inference.engine import Engine, QueueFull, Request, _Rows
 from erniekit.models import build_model
 
 
@@ -37,6 +37,12 @@ def test_requests_joining_and_leaving_get_their_alone_tokens(model):
         assert req.tokens == want and req.finish_reason == "length"
     assert not engine.busy and engine.rows.n == 0
     assert min(moves) < 0 < max(moves), moves  # both kinds of move happened
+
+    # a cache that starts small grows (8 -> 16 -> 32 columns) as rows need it, with the same tokens
+    grown = Engine(model, max_batch=4, max_model_len=32)
+    grown.rows = _Rows(model, 4, 32, start=8)
+    again = grown.run([Request(p, max_new_tokens=n) for p, n in zip(ps, lengths)])
+    assert [r.tokens for r in again] == [r.tokens for r in done] and grown.rows.capacity == 32
 
 
 def test_eos_stop_and_sampling_are_per_request(model):
