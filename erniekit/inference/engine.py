@@ -298,7 +298,10 @@ class Engine:
         rows.n += 1
         active = _Active(request, width + int(offsets[0]), 0, np.random.default_rng(request.seed))
         self.active.append(active)
-        self._emit(active, model.compute_logits(out.hidden[:, -1:])[:, -1])
+        logits = model.compute_logits(out.hidden[:, -1:])[:, -1]
+        if self.banned is not None:
+            logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
+        self._emit(active, logits)
 
     def _decode(self) -> None:
         rows = self.rows
@@ -319,19 +322,23 @@ class Engine:
             compute_logits=False,
         )
         logits = self.model.compute_logits(out.hidden)[:, -1]
+        if self.banned is not None:
+            logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
+        greedy = logits.argmax(axis=-1).numpy()  # one pass for every greedy row
         for i, a in enumerate(self.active):
             a.position += 1
-            self._emit(a, logits[i : i + 1])
+            plain = a.request.temperature <= 0 and a.request.logprobs is None
+            self._emit(a, None if plain else logits[i : i + 1], int(greedy[i]) if plain else None)
 
-    def _emit(self, a: _Active, logits: paddle.Tensor) -> None:
-        """Choose the request's next token from its logits [1, V] and record it."""
+    def _emit(self, a: _Active, logits: paddle.Tensor | None, token: int | None = None) -> None:
+        """Record the request's next token: ``token`` when already chosen (greedy), else chosen from its
+        logits [1, V] (vision tokens already excluded)."""
         req = a.request
         if req.cancelled:
             req.finish_reason = "cancelled"
             return
-        if self.banned is not None:
-            logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
-        token = int(_choose(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
+        if token is None:
+            token = int(_choose(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
         if req.logprobs is not None:  # of the model's distribution (before temperature and filtering)
             logp = F.log_softmax(logits.astype("float32"), axis=-1).numpy()[0]
             top = np.argsort(-logp, kind="stable")[: req.logprobs]

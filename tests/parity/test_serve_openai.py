@@ -403,3 +403,68 @@ def test_adapters_unmerged_in_one_batch_answer_as_their_runs(model_dir, tmp_path
         assert [got[i] for i in range(len(jobs))] == [want[j] for j in jobs]
     finally:
         assert s.stop() == 0
+
+
+def test_a_vl_model_reads_image_parts_as_erniekit_chat_does(tmp_path):
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    from erniekit.models import family
+
+    model = build_model("ernie4_5_vl/debug", seed=0)
+    for name, p in model.named_parameters():  # far from uniform, so the image changes the answer
+        if "norm" not in name:
+            p.set_value(p * 15)
+    vl = tmp_path / "vl"
+    save_pretrained(model, vl)
+    tokenizer = load_tokenizer("samples://ernie_vl_tokenizer")
+    tokenizer.set_template(family("ernie4_5_vl").hf.CHAT_TEMPLATE)
+    tokenizer.save(vl)
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    rng = np.random.RandomState(0)
+    for name, size in (("a.png", (60, 80, 3)), ("b.png", (90, 50, 3))):
+        Image.fromarray((rng.rand(*size) * 255).astype("uint8")).save(pictures / name)
+    cmd = [
+        sys.executable,
+        "-m",
+        "erniekit",
+        "chat",
+        str(vl),
+        "--prompt",
+        "Describe it.",
+        "--max-new-tokens",
+        "12",
+    ]
+    want = {
+        n: subprocess.run(
+            [*cmd, "--image", str(pictures / n)], capture_output=True, text=True, check=True
+        ).stdout
+        for n in ("a.png", "b.png")
+    }
+    assert want["a.png"] != want["b.png"]
+    s = Served(vl, "--name", "tiny", "--allow-images", str(pictures))
+    try:
+        client = s.client()
+
+        def describe(url: str) -> str:
+            parts = [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "Describe it."},
+            ]
+            reply = client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": parts}], max_tokens=12, temperature=0
+            )
+            return reply.choices[0].message.content + "\n"
+
+        encoded = base64.b64encode((pictures / "a.png").read_bytes()).decode()
+        assert describe(f"data:image/png;base64,{encoded}") == want["a.png"]
+        assert describe(str(pictures / "b.png")) == want["b.png"]
+        for bad in (str(vl / "config.json"), "data:image/png;base64,AAAA", str(pictures / "missing.png")):
+            with pytest.raises(openai.BadRequestError):
+                describe(bad)
+        assert describe(str(pictures / "a.png")) == want["a.png"]  # still serving
+    finally:
+        assert s.stop() == 0
