@@ -88,7 +88,7 @@ class ReplySplitter:
         self.tools = tools
         self.state = "reasoning" if thinking else "start"
         self.buffer = ""
-        self.content_started = False
+        self.strip_newlines = True  # content starts (and restarts after a tool call) without blank lines
 
     def feed(self, text: str) -> list[tuple[str, object]]:
         self.buffer += text
@@ -112,9 +112,9 @@ class ReplySplitter:
         return events
 
     def _emit(self, events: list, kind: str, text: str) -> None:
-        if kind == "content" and not self.content_started:
+        if kind == "content" and self.strip_newlines:
             text = text.lstrip("\n")
-            self.content_started = bool(text)
+            self.strip_newlines = not text
         if text:
             if events and events[-1][0] == kind and kind != "tool_call":
                 events[-1] = (kind, events[-1][1] + text)
@@ -155,6 +155,8 @@ class ReplySplitter:
             return
         keep = 0 if final else len(CALL_START) - 1
         cut = max(len(self.buffer) - keep, 0)
+        while not final and cut and self.buffer[cut - 1] == "\n":  # newlines may lead into a tool call
+            cut -= 1
         self._emit(events, "content", self.buffer[:cut])
         self.buffer = self.buffer[cut:]
 
@@ -163,7 +165,8 @@ class ReplySplitter:
         if end < 0:
             return
         body = self.buffer[len(CALL_START) : end]
-        self.buffer, self.state = self.buffer[end + len(CALL_END) :].lstrip("\n"), "content"
+        self.buffer, self.state = self.buffer[end + len(CALL_END) :], "content"
+        self.strip_newlines = True
         try:
             call = json.loads(body)
             name, args = call["name"], call.get("arguments", {})

@@ -4,7 +4,7 @@ pieces; OpenAI tool messages rendered into turns the chat templates take."""
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from erniekit.tokenizer.tools import ReplySplitter, render_tools, split_reply
@@ -31,7 +31,8 @@ def test_split_reply(text, thinking, tools, want):
         assert json.loads(c["arguments"]) == {"city": "Paris"}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=400, deadline=None)
+@example(REPLIES[4], [1, 1, 4, 7, 7])  # a newline streamed before the tool call it leads into
 @given(st.sampled_from(REPLIES), st.lists(st.integers(1, 7), min_size=1, max_size=40))
 def test_streamed_in_any_pieces_equals_whole(case, cuts):
     text, thinking, tools, _ = case
