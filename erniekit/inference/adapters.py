@@ -71,9 +71,7 @@ def lora_factors(model, base, path: str = "adapter") -> dict[str, tuple[np.ndarr
             )
         assert isinstance(layer, LoRALinear)
         target = served.get(name)
-        if not isinstance(target, (nn.Linear, AdapterLinear)) or list(target.weight.shape) != list(
-            layer.weight.shape
-        ):
+        if not isinstance(target, nn.Linear) or list(target.weight.shape) != list(layer.weight.shape):
             raise CheckpointError(f"{path}: adapter layer {name} does not fit the served model")
         factors[name] = (layer.lora_A.numpy(), (layer.delta_b() * layer.scale).numpy())
     return factors

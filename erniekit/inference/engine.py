@@ -29,7 +29,7 @@ import paddle
 import paddle.nn.functional as F
 
 from erniekit.data.images import ImageInputs
-from erniekit.models.generation import _choose
+from erniekit.models.generation import choose_tokens, next_token_logits, vision_inputs
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +159,12 @@ class Engine:
     def __init__(
         self, model, max_batch: int = 8, max_model_len: int = 2048, max_queue: int = 64, adapters=None
     ):
-        self.model, self.max_batch, self.max_model_len, self.max_queue = (
-            model,
-            max_batch,
-            max_model_len,
-            max_queue,
-        )
+        self.model, self.max_batch = model, max_batch
+        self.max_model_len, self.max_queue = max_model_len, max_queue
         self.rows = _Rows(model, max_batch, max_model_len)
         self.active: list[_Active] = []
         self.waiting: deque[Request] = deque()
         self.lock = threading.Condition()
-        self.banned = getattr(model, "vision_token_ids", None)  # a VL model never writes image tokens
         self.adapters = adapters  # an adapters.Selector: per-row LoRA slots
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -265,17 +260,6 @@ class Engine:
         width = len(request.prompt)
         ids = np.asarray([request.prompt], dtype=np.int64)
         real = np.ones((1, width), dtype=bool)
-        vision = {}
-        if request.images is not None:
-            vision.update(
-                pixel_values=paddle.to_tensor(request.images.pixel_values),
-                image_grid_thw=request.images.grid_thw,
-            )
-        if request.videos is not None:
-            vision.update(
-                pixel_values_videos=paddle.to_tensor(request.videos.pixel_values),
-                video_grid_thw=request.videos.grid_thw,
-            )
         positions, offsets = model.prompt_positions(ids, real, request.images, request.videos)
         if request.adapter and self.adapters is None:
             raise ValueError("this engine serves no adapters")
@@ -288,20 +272,20 @@ class Engine:
             key_padding=paddle.to_tensor(real),
             cache=cache,
             compute_logits=False,
-            **vision,
+            **vision_inputs(request.images, request.videos),
         )
         if rows.length < width:  # room for the prompt before the write column
             rows.grow(width + 1)
-            rows.shift(width - rows.length) if rows.n else setattr(rows, "length", width)
+            if rows.n:
+                rows.shift(width - rows.length)
+            else:
+                rows.length = width
         row = rows.n
         rows.place(row, cache.keys, cache.values, width)
         rows.n += 1
         active = _Active(request, width + int(offsets[0]), 0, np.random.default_rng(request.seed))
         self.active.append(active)
-        logits = model.compute_logits(out.hidden[:, -1:])[:, -1]
-        if self.banned is not None:
-            logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
-        self._emit(active, logits)
+        self._emit(active, next_token_logits(model, out.hidden))
 
     def _decode(self) -> None:
         rows = self.rows
@@ -321,9 +305,7 @@ class Engine:
             cache=rows,
             compute_logits=False,
         )
-        logits = self.model.compute_logits(out.hidden)[:, -1]
-        if self.banned is not None:
-            logits = paddle.index_fill(logits, self.banned, 1, float("-inf"))
+        logits = next_token_logits(self.model, out.hidden)
         greedy = logits.argmax(axis=-1).numpy()  # one pass for every greedy row
         for i, a in enumerate(self.active):
             a.position += 1
@@ -338,7 +320,7 @@ class Engine:
             req.finish_reason = "cancelled"
             return
         if token is None:
-            token = int(_choose(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
+            token = int(choose_tokens(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
         if req.logprobs is not None:  # of the model's distribution (before temperature and filtering)
             logp = F.log_softmax(logits.astype("float32"), axis=-1).numpy()[0]
             top = np.argsort(-logp, kind="stable")[: req.logprobs]

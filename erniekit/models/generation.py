@@ -32,7 +32,10 @@ def _filter_logits(logits: paddle.Tensor, top_k: int, top_p: float) -> paddle.Te
     return logits
 
 
-def _choose(logits: paddle.Tensor, temperature: float, top_k: int, top_p: float, rng: np.random.Generator):
+def choose_tokens(
+    logits: paddle.Tensor, temperature: float, top_k: int, top_p: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Next tokens [B] from logits [B, V]: argmax at temperature 0, else drawn from ``rng``."""
     logits = logits.astype("float32")
     if temperature <= 0:
         return logits.argmax(axis=-1).numpy()
@@ -40,6 +43,24 @@ def _choose(logits: paddle.Tensor, temperature: float, top_k: int, top_p: float,
     cdf = probs.cumsum(axis=-1)
     draws = rng.random(probs.shape[0]) * cdf[:, -1]
     return np.array([min(int(np.searchsorted(c, u, side="right")), len(c) - 1) for c, u in zip(cdf, draws)])
+
+
+def vision_inputs(images: ImageInputs | None, videos: ImageInputs | None) -> dict:
+    """A vision-language model's image and video arguments (none for a text prompt)."""
+    out = {}
+    if images is not None:
+        out.update(pixel_values=paddle.to_tensor(images.pixel_values), image_grid_thw=images.grid_thw)
+    if videos is not None:
+        out.update(pixel_values_videos=paddle.to_tensor(videos.pixel_values), video_grid_thw=videos.grid_thw)
+    return out
+
+
+def next_token_logits(model, hidden: paddle.Tensor) -> paddle.Tensor:
+    """Logits [B, V] at the last position of hidden [B, S, H]; a vision-language model never writes
+    image tokens (their embeddings are the images')."""
+    logits = model.compute_logits(hidden[:, -1:])[:, -1]
+    banned = getattr(model, "vision_token_ids", None)
+    return logits if banned is None else paddle.index_fill(logits, banned, 1, float("-inf"))
 
 
 @paddle.no_grad()
@@ -80,13 +101,9 @@ def generate(
             raise ValueError(f"prompt {row} is empty")
         ids[row, prompt_len - len(prompt) :] = prompt
         real[row, prompt_len - len(prompt) : prompt_len] = True
-    vision = {}
     pictures = ImageInputs.concat(images) if images is not None else None
     clips = ImageInputs.concat(videos) if videos is not None else None
-    if pictures is not None:
-        vision.update(pixel_values=paddle.to_tensor(pictures.pixel_values), image_grid_thw=pictures.grid_thw)
-    if clips is not None:
-        vision.update(pixel_values_videos=paddle.to_tensor(clips.pixel_values), video_grid_thw=clips.grid_thw)
+    vision = vision_inputs(pictures, clips)
     positions, offsets = model.prompt_positions(ids, real[:, :prompt_len], pictures, clips)
     key_padding = paddle.to_tensor(real)
     cache = model.new_cache(batch, total)
@@ -103,14 +120,9 @@ def generate(
     eos = set(eos_token_ids)
     finished = np.zeros(batch, dtype=bool)
     generated: list[list[int]] = [[] for _ in range(batch)]
-    hidden = out.hidden[:, -1:]
-    # a vision-language model never writes image tokens: their embeddings are the images'
-    banned = getattr(model, "vision_token_ids", None)
+    hidden = out.hidden
     for step in range(max_new_tokens):
-        logits = model.compute_logits(hidden)[:, -1]
-        if banned is not None:
-            logits = paddle.index_fill(logits, banned, 1, float("-inf"))
-        tokens = _choose(logits, temperature, top_k, top_p, rng)
+        tokens = choose_tokens(next_token_logits(model, hidden), temperature, top_k, top_p, rng)
         tokens = np.where(finished, pad_token_id, tokens)
         for row in np.flatnonzero(~finished):
             generated[row].append(int(tokens[row]))
