@@ -13,24 +13,6 @@ from pathlib import Path
 from typing import TextIO
 
 
-class StreamPrinter:
-    """Prints the text of a growing token sequence as it grows (whole characters only)."""
-
-    def __init__(self, tokenizer, out: TextIO):
-        self.tokenizer, self.out = tokenizer, out
-        self.tokens: list[int] = []
-        self.shown = ""
-
-    def __call__(self, row: int, token: int) -> None:
-        self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next byte token
-            return
-        self.out.write(text[len(self.shown) :])
-        self.out.flush()
-        self.shown = text
-
-
 def reply(
     tokenizer,
     model,
@@ -45,9 +27,15 @@ def reply(
 ) -> str:
     from erniekit.data.multimodal import PromptEncoder
     from erniekit.inference.engine import Engine, Request
+    from erniekit.tokenizer.stream import TextStream
 
     ids, images, videos = PromptEncoder(tokenizer, processor, model.args.vision)(messages)
-    printer = StreamPrinter(tokenizer, out) if out is not None else None
+    stream = TextStream(tokenizer)
+
+    def show(token: int) -> None:
+        out.write(stream.push(token))
+        out.flush()
+
     request = Request(
         ids,
         max_new_tokens,
@@ -56,7 +44,7 @@ def reply(
         top_k,
         seed,
         eos_token_ids=frozenset(tokenizer.stop_ids),
-        on_token=(lambda token: printer(0, token)) if printer is not None else None,
+        on_token=show if out is not None else None,
         images=images,
         videos=videos,
     )

@@ -24,39 +24,10 @@ from fastapi import Request as HTTPRequest  # at module level: FastAPI resolves 
 from erniekit.inference.engine import Engine, QueueFull, Request
 from erniekit.serve import protocol
 from erniekit.serve.protocol import APIError, Sampling
+from erniekit.tokenizer.stream import TextStream
 from erniekit.tokenizer.tools import ReplySplitter, new_call_id, render_tools, split_reply
 
 log = logging.getLogger(__name__)
-
-
-class TextStream:
-    """The text of a growing token list, released in pieces that are whole characters and that can no
-    longer turn out to be the start of a stop string; ``stopped`` once one appears (text cut before it)."""
-
-    def __init__(self, tokenizer, stop: list[str]):
-        self.tokenizer, self.stops = tokenizer, stop
-        self.hold = max((len(s) for s in stop), default=1) - 1
-        self.tokens: list[int] = []
-        self.text, self.sent, self.stopped = "", 0, False
-
-    def push(self, token: int) -> str:
-        self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
-            return ""
-        self.text = text
-        for s in self.stops:
-            cut = text.find(s)
-            if cut >= 0:
-                self.text, self.stopped = text[:cut], True
-                return self.flush()
-        ready = max(self.sent, len(text) - self.hold)
-        piece, self.sent = text[self.sent : ready], ready
-        return piece
-
-    def flush(self) -> str:
-        piece, self.sent = self.text[self.sent :], len(self.text)
-        return piece
 
 
 @dataclass
