@@ -29,24 +29,27 @@ def generation_scores(tokenizer, model, recipe: Recipe, processor=None) -> tuple
     results, samples = {}, []
     for spec in cfg.generation:
         records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples)
-        encoded = [encode(r.messages, r.base_dir) for r in records]
-        requests = [
-            Request(
-                ids,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                seed=recipe.train.seed + n,  # each record its own draws, whatever it is batched with
-                eos_token_ids=frozenset(tokenizer.stop_ids),
-                images=images,
-                videos=videos,
-            )
-            for n, (ids, images, videos) in enumerate(encoded)
-        ]
-        longest = max(len(ids) for ids, _, _ in encoded)
-        Engine(model, max_batch=cfg.batch_size, max_model_len=longest + cfg.max_new_tokens).run(requests)
+        completions = []  # token ids, per record
+        for start in range(0, len(records), cfg.batch_size):  # images decoded a batch at a time
+            encoded = [encode(r.messages, r.base_dir) for r in records[start : start + cfg.batch_size]]
+            batch = [
+                Request(
+                    ids,
+                    cfg.max_new_tokens,
+                    cfg.temperature,
+                    seed=recipe.train.seed + start + n,  # each record its own draws, whatever its batch
+                    eos_token_ids=frozenset(tokenizer.stop_ids),
+                    images=images,
+                    videos=videos,
+                )
+                for n, (ids, images, videos) in enumerate(encoded)
+            ]
+            longest = max(len(r.prompt) for r in batch)
+            Engine(model, max_batch=cfg.batch_size, max_model_len=longest + cfg.max_new_tokens).run(batch)
+            completions += [r.tokens for r in batch]
         scores = []
-        for record, request in zip(records, requests):
-            completion = tokenizer.decode(request.tokens)
+        for record, tokens in zip(records, completions):
+            completion = tokenizer.decode(tokens)
             score = float(scorer(completion, record.answer, record.data))
             scores.append(score)
             samples.append(
