@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -211,6 +213,19 @@ def debug_recipe(tmp_path, *overrides, recipe="ernie4_5/debug_sft"):
         "logging.visualdl=false",
     ]
     return load_recipe(recipe, [*base, *overrides])
+
+
+def erniekit(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m erniekit ARGS`` as a user runs it; fails the test with its stderr unless it succeeds."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "erniekit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def wait_for_step(proc, out: Path, step: int, timeout: float = 300) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from erniekit.models import build_model, save_pretrained
 from erniekit.tokenizer import load_tokenizer
+from tests.helpers import erniekit
 
 openai = pytest.importorskip("openai")
 KEY = "sk-test"
@@ -79,11 +80,8 @@ def server(model_dir):
 
 
 def chat_cli(model_dir: Path, prompt: str, tokens: int) -> str:
-    cmd = [sys.executable, "-m", "erniekit", "chat", str(model_dir), "--prompt", prompt]
-    proc = subprocess.run(
-        [*cmd, "--max-new-tokens", str(tokens)], capture_output=True, text=True, timeout=300, check=True
-    )
-    return proc.stdout.removesuffix("\n")
+    reply = erniekit("chat", model_dir, "--prompt", prompt, "--max-new-tokens", tokens).stdout
+    return reply.removesuffix("\n")
 
 
 def ask(client, prompt: str, tokens: int = 16, **kw):
@@ -308,8 +306,7 @@ def tool_run(tmp_path_factory) -> Path:
         "checkpoint.every=0",
         "logging.progress=none",
     ]
-    cmd = [sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", *overrides]
-    subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    erniekit("train", "ernie4_5/debug_sft", *overrides)
     return out / "run"
 
 
@@ -354,9 +351,7 @@ def test_a_tool_call_round_trips_into_tool_calls(tool_run):
 def lora_run(model_dir: Path, out: Path, *overrides: str) -> Path:
     recipe = [f"model.path={model_dir}", "model.flavor=null", "lora.enabled=true", "optim.lr=2e-2"]
     run = ["train.max_steps=15", "train.eval_every=0", f"train.output_dir={out}", "logging.progress=none"]
-    cmd = [sys.executable, "-m", "erniekit", "train", "ernie4_5/debug_sft", *recipe, *run, *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    erniekit("train", "ernie4_5/debug_sft", *recipe, *run, *overrides)
     return out
 
 
@@ -427,23 +422,8 @@ def test_a_vl_model_reads_image_parts_as_erniekit_chat_does(tmp_path):
     rng = np.random.RandomState(0)
     for name, size in (("a.png", (60, 80, 3)), ("b.png", (90, 50, 3))):
         Image.fromarray((rng.rand(*size) * 255).astype("uint8")).save(pictures / name)
-    cmd = [
-        sys.executable,
-        "-m",
-        "erniekit",
-        "chat",
-        str(vl),
-        "--prompt",
-        "Describe it.",
-        "--max-new-tokens",
-        "12",
-    ]
-    want = {
-        n: subprocess.run(
-            [*cmd, "--image", str(pictures / n)], capture_output=True, text=True, check=True
-        ).stdout
-        for n in ("a.png", "b.png")
-    }
+    ask_cli = ["chat", vl, "--prompt", "Describe it.", "--max-new-tokens", 12]
+    want = {n: erniekit(*ask_cli, "--image", pictures / n).stdout for n in ("a.png", "b.png")}
     assert want["a.png"] != want["b.png"]
     s = Served(vl, "--name", "tiny", "--allow-images", str(pictures))
     try:

@@ -2,30 +2,14 @@
 
 import json
 import math
-import subprocess
-import sys
 
 from erniekit.trainer.metrics import read_metrics
+from tests.helpers import erniekit
 
 
 def test_debug_grpo_reward_rises(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "erniekit",
-            "train",
-            "ernie4_5/debug_grpo",
-            f"train.output_dir={out}",
-            "logging.progress=none",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    erniekit("train", "ernie4_5/debug_grpo", f"train.output_dir={out}", "logging.progress=none")
     records = read_metrics(out / "metrics.jsonl")
     rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
     assert sum(rewards[:3]) / 3 < 0.1 and sum(rewards[-3:]) / 3 > 0.5, rewards
@@ -47,15 +31,8 @@ def test_debug_grpo_reward_rises(tmp_path):
 
 def test_debug_vl_grpo_reward_rises_on_image_prompts(tmp_path):
     out = tmp_path / "run"
-    cmd = ["train", "ernie4_5_vl/debug_grpo", f"train.output_dir={out}", "logging.progress=none"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "erniekit", *cmd, f"data.cache_dir={tmp_path / 'cache'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    erniekit("train", "ernie4_5_vl/debug_grpo", f"train.output_dir={out}", "logging.progress=none", cache)
     records = read_metrics(out / "metrics.jsonl")
     rewards = [r["reward_mean"] for r in records if "reward_mean" in r]
     first, last = sum(rewards[:20]) / 20, sum(rewards[-20:]) / 20
