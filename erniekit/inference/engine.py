@@ -187,10 +187,10 @@ class Engine:
 
     def run(self, requests: list[Request]) -> list[Request]:
         """Submit ``requests`` and step until all are done (no background thread)."""
-        pending = list(requests)
+        pending = deque(requests)
         while pending or self.active or self.waiting:
             while pending and len(self.waiting) < self.max_queue:
-                self.submit(pending.pop(0))
+                self.submit(pending.popleft())
             self.step()
         return requests
 
