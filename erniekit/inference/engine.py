@@ -1,12 +1,14 @@
 """One generation engine with continuous batching: requests join the running decode batch at a token
 boundary and leave when done, so a short request never waits for a long one.
 
-The engine owns a KV cache of ``max_batch`` rows x ``max_model_len`` columns. The active requests are
+The engine owns a KV cache of ``max_batch`` rows x up to ``max_model_len`` columns, head-major, which
+every decode step reads in place (its mask spans all the columns). The active requests are
 always rows ``0..n-1``; they share one write column ``T`` (every decode step appends at ``T`` for all of
 them, then ``T += 1``) and each keeps its tokens in the columns just before it, so the rows are
 right-aligned like a left-padded batch and ``key_padding`` hides the columns a row does not own. A
-request joins by a prefill of its own (batch 1, images encoded there) whose keys/values are copied into
-the free row, ending at ``T``; a prompt longer than ``T`` first moves the other rows right, and when
+request joins by a prefill (the waiting requests that fit go together, left-padded, images encoded
+there) whose keys/values are copied into a free row, ending at ``T``; a prompt longer than ``T`` first
+moves the other rows right, and when
 ``T`` reaches the last column the rows move left by the columns none of them uses. A finished row is
 replaced by the last active one. Rotary positions are each request's own, so where a row sits in the
 cache never changes its numbers: a greedy request gives the same tokens alone or among others.
@@ -51,7 +53,7 @@ class Request:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
-    seed: int | None = None
+    seed: int | tuple[int, ...] | None = None  # of its NumPy generator (anything default_rng takes)
     eos_token_ids: frozenset[int] = frozenset()
     stop: Callable[[list[int]], bool] | None = None
     on_token: Callable[[int], None] | None = None
@@ -100,7 +102,7 @@ class _Rows:
         new = self.model.new_cache(self.rows, size)
         for old, fresh in ((self.keys, new.keys), (self.values, new.values)):
             for x, y in zip(old, fresh):
-                y[:, : self.length] = x[:, : self.length]
+                y[:, :, : self.length] = x[:, :, : self.length]
         self.keys, self.values = new.keys, new.values
         real = np.zeros((self.rows, size), dtype=bool)
         real[:, : self.capacity] = self.real
@@ -108,9 +110,9 @@ class _Rows:
 
     def update(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
         end = self.length + k.shape[1]
-        self.keys[layer][: self.n, self.length : end] = k
-        self.values[layer][: self.n, self.length : end] = v
-        return self.keys[layer][: self.n, :end], self.values[layer][: self.n, :end]
+        self.keys[layer][: self.n, :, self.length : end] = k.transpose([0, 2, 1, 3])
+        self.values[layer][: self.n, :, self.length : end] = v.transpose([0, 2, 1, 3])
+        return self.keys[layer][: self.n], self.values[layer][: self.n]
 
     def shift(self, by: int) -> None:
         """Move the active rows' columns by ``by`` (right if > 0, left if < 0); T moves with them."""
@@ -118,18 +120,19 @@ class _Rows:
         src, dst = (slice(0, t), slice(by, by + t)) if by > 0 else (slice(-by, t), slice(0, t + by))
         for tensors in (self.keys, self.values):
             for x in tensors:
-                x[:n, dst] = x[:n, src].clone()
+                x[:n, :, dst] = x[:n, :, src].clone()
         real = self.real[:n, src].copy()
         self.real[:n] = False
         self.real[:n, dst] = real
         self.length = t + by
 
-    def place(self, row: int, keys: list, values: list, width: int) -> None:
-        """A prefilled prompt's keys/values [1, width, K, D] into ``row``, ending at column T."""
+    def place(self, row: int, keys: list, values: list, index: int, width: int) -> None:
+        """Prompt ``index`` of a left-padded prefill (keys/values [R, K, S, D], its ``width`` tokens in
+        the last columns) into ``row``, ending at column T."""
         start = self.length - width
         for layer in range(len(self.keys)):
-            self.keys[layer][row, start : self.length] = keys[layer][0, :width]
-            self.values[layer][row, start : self.length] = values[layer][0, :width]
+            self.keys[layer][row, :, start : self.length] = keys[layer][index, :, -width:]
+            self.values[layer][row, :, start : self.length] = values[layer][index, :, -width:]
         self.real[row] = False
         self.real[row, start : self.length] = True
 
@@ -157,10 +160,17 @@ class Engine:
     """Continuous-batching generation over one model (see the module docstring)."""
 
     def __init__(
-        self, model, max_batch: int = 8, max_model_len: int = 2048, max_queue: int = 64, adapters=None
+        self,
+        model,
+        max_batch: int = 8,
+        max_model_len: int = 2048,
+        max_queue: int = 64,
+        adapters=None,
+        max_prefill_tokens: int = 4096,
     ):
         self.model, self.max_batch = model, max_batch
         self.max_model_len, self.max_queue = max_model_len, max_queue
+        self.max_prefill_tokens = max_prefill_tokens  # rows x width of one batched prefill
         self.rows = _Rows(model, max_batch, max_model_len)
         self.active: list[_Active] = []
         self.waiting: deque[Request] = deque()
@@ -186,12 +196,17 @@ class Engine:
         return request
 
     def run(self, requests: list[Request]) -> list[Request]:
-        """Submit ``requests`` and step until all are done (no background thread)."""
-        pending = deque(requests)
-        while pending or self.active or self.waiting:
-            while pending and len(self.waiting) < self.max_queue:
-                self.submit(pending.popleft())
-            self.step()
+        """Submit ``requests`` and step until all are done (no background thread); a model that was
+        training is training again after."""
+        training, pending = self.model.training, deque(requests)
+        try:
+            while pending or self.active or self.waiting:
+                while pending and len(self.waiting) < self.max_queue:
+                    self.submit(pending.popleft())
+                self.step()
+        finally:
+            if training:
+                self.model.train()
         return requests
 
     @property
@@ -237,16 +252,18 @@ class Engine:
         """Admit waiting requests into free rows (each prefilled and given its first token), then one
         decode step for every active row."""
         self.model.eval()
-        while len(self.active) < self.max_batch:
-            with self.lock:
-                if not self.waiting:
-                    break
-                request = self.waiting.popleft()
-            if request.cancelled:
-                self._finish_unadmitted(request, "cancelled")
-                continue
+        admitted = self._take_waiting()
+        if len(admitted) > 1:
             try:
-                self._admit(request)
+                self._admit(admitted)
+                admitted = []
+            except Exception:  # find the request at fault: admit the ones not yet in one at a time
+                log.debug("batched prefill failed; admitting one at a time", exc_info=True)
+                joined = {id(a.request) for a in self.active}
+                admitted = [r for r in admitted if id(r) not in joined]
+        for request in admitted:
+            try:
+                self._admit([request])
             except Exception as e:
                 request.error = e
                 self._finish_unadmitted(request, "error")
@@ -255,37 +272,64 @@ class Engine:
             self._decode()
             self._drop_finished()
 
-    def _admit(self, request: Request) -> None:
+    def _take_waiting(self) -> list[Request]:
+        """The waiting requests that fit in the free rows and one prefill of ``max_prefill_tokens``
+        (a left-padded batch: rows x its longest prompt); cancelled ones end here."""
+        taken, width = [], 0
+        with self.lock:
+            while self.waiting and len(self.active) + len(taken) < self.max_batch:
+                request = self.waiting[0]
+                if request.cancelled:
+                    self.waiting.popleft()
+                    self._finish_unadmitted(request, "cancelled")
+                    continue
+                wider = max(width, len(request.prompt))
+                if taken and wider * (len(taken) + 1) > self.max_prefill_tokens:
+                    break
+                taken.append(self.waiting.popleft())
+                width = wider
+        return taken
+
+    def _admit(self, requests: list[Request]) -> None:
+        """One prefill of ``requests`` (left-padded, images encoded there); each joins a free row with
+        its first token."""
         model, rows = self.model, self.rows
-        width = len(request.prompt)
-        ids = np.asarray([request.prompt], dtype=np.int64)
-        real = np.ones((1, width), dtype=bool)
-        positions, offsets = model.prompt_positions(ids, real, request.images, request.videos)
-        if request.adapter and self.adapters is None:
+        lengths = [len(r.prompt) for r in requests]
+        width = max(lengths)
+        ids = np.zeros((len(requests), width), dtype=np.int64)
+        real = np.zeros((len(requests), width), dtype=bool)
+        for i, r in enumerate(requests):
+            ids[i, width - lengths[i] :], real[i, width - lengths[i] :] = r.prompt, True
+        images = ImageInputs.concat([r.images for r in requests])
+        videos = ImageInputs.concat([r.videos for r in requests])
+        positions, offsets = model.prompt_positions(ids, real, images, videos)
+        slots = [r.adapter for r in requests]
+        if any(slots) and self.adapters is None:
             raise ValueError("this engine serves no adapters")
         if self.adapters is not None:
-            self.adapters.select([request.adapter])
-        cache = model.new_cache(1, width)
+            self.adapters.select(slots)
+        cache = model.new_cache(len(requests), width)
         out = model(
             paddle.to_tensor(ids),
             position_ids=paddle.to_tensor(positions),
             key_padding=paddle.to_tensor(real),
             cache=cache,
             compute_logits=False,
-            **vision_inputs(request.images, request.videos),
+            **vision_inputs(images, videos),
         )
-        if rows.length < width:  # room for the prompt before the write column
+        logits = next_token_logits(model, out.hidden)
+        if rows.length < width:  # room for the longest prompt before the write column
             rows.grow(width + 1)
             if rows.n:
                 rows.shift(width - rows.length)
             else:
                 rows.length = width
-        row = rows.n
-        rows.place(row, cache.keys, cache.values, width)
-        rows.n += 1
-        active = _Active(request, width + int(offsets[0]), 0, np.random.default_rng(request.seed))
-        self.active.append(active)
-        self._emit(active, next_token_logits(model, out.hidden))
+        for i, request in enumerate(requests):
+            rows.place(rows.n, cache.keys, cache.values, i, lengths[i])
+            rows.n += 1
+            active = _Active(request, lengths[i] + int(offsets[i]), 0, np.random.default_rng(request.seed))
+            self.active.append(active)
+            self._emit(active, logits[i : i + 1])
 
     def _decode(self) -> None:
         rows = self.rows
@@ -301,7 +345,7 @@ class Engine:
         out = self.model(
             paddle.to_tensor(tokens),
             position_ids=paddle.to_tensor(positions),
-            key_padding=paddle.to_tensor(rows.real[:n, : t + 1]),
+            key_padding=paddle.to_tensor(rows.real[:n]),  # every column: the cache is read in place
             cache=rows,
             compute_logits=False,
         )

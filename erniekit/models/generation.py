@@ -136,7 +136,7 @@ def generate(
         out = model(
             paddle.to_tensor(tokens.reshape(batch, 1).astype(np.int64)),
             position_ids=paddle.to_tensor(next_pos.reshape(batch, 1).astype(np.int64)),
-            key_padding=key_padding[:, : prompt_len + step + 1],
+            key_padding=key_padding,  # the whole cache: read in place, unwritten columns hidden
             cache=cache,
             compute_logits=False,
         )

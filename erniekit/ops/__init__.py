@@ -28,6 +28,7 @@ from collections.abc import Callable
 import paddle
 
 from erniekit.ops import activation, attention, moe, norm, rope, segment_attention
+from erniekit.ops.attention import over_cache
 from erniekit.ops.registry import Op, same_results
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,11 @@ def swiglu(gate_up: paddle.Tensor) -> paddle.Tensor:
 def attention(q, k, v, mask) -> paddle.Tensor:
     """q [B, S, N, D], k/v [B, T, K, D], an AttentionMask -> [B, S, N * D]."""
     return kernel("attention")(q, k, v, mask)
+
+
+def cached_attention(q, keys, values, mask) -> paddle.Tensor:
+    """q [B, S, N, D] against a KV cache's head-major keys/values [B, K, C, D] -> [B, S, N * D]."""
+    return over_cache(q, keys, values, mask)
 
 
 def segment_attention(q, k, v, lengths: list[int]) -> paddle.Tensor:

@@ -30,10 +30,13 @@ class AttentionMask:
     """What each query may attend to; built once per forward pass and shared by every layer."""
 
     query_len: int
-    key_len: int  # queries are the last query_len of key_len positions
+    key_len: int
     segment_ids: paddle.Tensor | None = None  # [B, S] packed documents
     branch_ids: paddle.Tensor | None = None  # [B, S] continuations of a shared prefix
     key_padding: paddle.Tensor | None = None  # [B, T] True for real tokens
+    # the key column of the first query; None: the queries are the last query_len of key_len columns
+    # (a decode step that reads a whole cache has keys after its query: unwritten, hidden by padding)
+    query_start: int | None = None
     _dense: paddle.Tensor | None = field(default=None, repr=False)
     _key_ends: paddle.Tensor | None = field(default=None, repr=False)
     _additive: dict = field(default_factory=dict, repr=False)
@@ -45,7 +48,7 @@ class AttentionMask:
     def dense(self) -> paddle.Tensor:
         """Boolean [B or 1, 1, S, T]: True where a query may attend to a key."""
         if self._dense is None:
-            offset = self.key_len - self.query_len
+            offset = self.key_len - self.query_len if self.query_start is None else self.query_start
             q_pos = paddle.arange(self.query_len).unsqueeze(-1) + offset
             k_pos = paddle.arange(self.key_len).unsqueeze(0)
             allowed = (k_pos <= q_pos).unsqueeze(0)  # [1, S, T]
@@ -99,15 +102,31 @@ def _run_ends(ids: paddle.Tensor) -> paddle.Tensor:
 
 
 def reference(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
-    """q [B, S, N, D], k/v [B, T, K, D] -> [B, S, N*D], softmax in float32.
+    """q [B, S, N, D], k/v [B, T, K, D] -> [B, S, N*D], softmax in float32."""
+    return _head_major(q, k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3]), mask)
+
+
+def over_cache(
+    q: paddle.Tensor, keys: paddle.Tensor, values: paddle.Tensor, mask: AttentionMask
+) -> paddle.Tensor:
+    """q [B, S, N, D] against a KV cache's head-major keys/values [B, K, C, D] -> [B, S, N*D]; only the
+    first ``mask.key_len`` columns are read. A decode step whose mask spans the whole cache reads it in
+    place; narrower, the columns are copied out first (Paddle's strided copies are slow on CPU)."""
+    t = mask.key_len
+    if keys.shape[2] != t:
+        keys, values = keys[:, :, :t], values[:, :, :t]
+    return _head_major(q, keys, values, mask)
+
+
+def _head_major(q: paddle.Tensor, kt: paddle.Tensor, vt: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+    """q [B, S, N, D], kt/vt [B, K, T, D] -> [B, S, N*D].
 
     GQA without repeating K/V: the G query heads of one kv head are folded into the query length.
     """
-    n, d, kv = q.shape[2], q.shape[3], k.shape[2]
+    n, d, kv = q.shape[2], q.shape[3], kt.shape[1]
     g = n // kv
     # reshape with 0 (keep that dim) and one -1: batch and lengths may be dynamic in an exported graph
     qg = q.transpose([0, 2, 1, 3]).reshape([0, kv, -1, d])  # [B, K, G*S, D], rows ordered (g, s)
-    kt, vt = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # [B, K, T, D]
     scores = paddle.matmul(qg, kt, transpose_y=True).astype("float32") * (d**-0.5)  # [B, K, G*S, T]
     bias = mask.additive(g)
     if paddle.in_dynamic_mode():  # Paddle's CPU kernels broadcast ~25x slower than they add

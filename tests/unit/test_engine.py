@@ -27,8 +27,9 @@ def alone(model, prompt, **kw) -> list[int]:
 def test_requests_joining_and_leaving_get_their_alone_tokens(model):
     ps = sorted(prompts(12), key=len)  # longer prompts join later: the rows move right for them
     lengths = [int(n) for n in np.random.default_rng(1).integers(1, 20, len(ps))]
-    # 4 rows for 12 requests: they join as others leave; 32 columns force moves left and right
-    engine = Engine(model, max_batch=4, max_model_len=32)
+    # 4 rows for 12 requests: they join as others leave, one prefill each; 32 columns force moves left
+    # and right
+    engine = Engine(model, max_batch=4, max_model_len=32, max_prefill_tokens=1)
     moves, shift = [], engine.rows.shift
     engine.rows.shift = lambda by: (moves.append(by), shift(by))
     done = engine.run([Request(p, max_new_tokens=n) for p, n in zip(ps, lengths)])
@@ -38,7 +39,8 @@ def test_requests_joining_and_leaving_get_their_alone_tokens(model):
     assert not engine.busy and engine.rows.n == 0
     assert min(moves) < 0 < max(moves), moves  # both kinds of move happened
 
-    # a cache that starts small grows (8 -> 16 -> 32 columns) as rows need it, with the same tokens
+    # joining together (one left-padded prefill) into a cache that starts small and grows (8 -> 16 ->
+    # 32 columns) as rows need it: the same tokens
     grown = Engine(model, max_batch=4, max_model_len=32)
     grown.rows = _Rows(model, 4, 32, start=8)
     again = grown.run([Request(p, max_new_tokens=n) for p, n in zip(ps, lengths)])
@@ -97,3 +99,20 @@ def test_a_failing_consumer_ends_only_its_request(model):
     bad, good = engine.run([Request(p, max_new_tokens=6, on_token=broken), Request(q, max_new_tokens=6)])
     assert bad.finish_reason == "error" and "badly" in str(bad.error) and bad.done.is_set()
     assert good.tokens == alone(model, q, max_new_tokens=6) and engine.finished == {"error": 1, "length": 1}
+
+
+def test_a_request_that_fails_its_prefill_does_not_fail_the_ones_admitted_with_it(model):
+    from erniekit.data.images import ImageInputs
+
+    p, q, r = prompts(3, seed=9)
+    picture = ImageInputs(np.zeros((4, 12), np.float32), np.array([[1, 2, 2]]))  # a text model reads none
+    engine = Engine(model, max_batch=3, max_model_len=64)
+    a, bad, c = engine.run(
+        [
+            Request(p, max_new_tokens=5),
+            Request(q, max_new_tokens=5, images=picture),
+            Request(r, max_new_tokens=5),
+        ]
+    )
+    assert bad.finish_reason == "error" and "reads no images" in str(bad.error)
+    assert a.tokens == alone(model, p, max_new_tokens=5) and c.tokens == alone(model, r, max_new_tokens=5)

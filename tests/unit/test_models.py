@@ -105,6 +105,15 @@ def test_kv_cache_matches_full_forward(model):
     first = model(x[:, :6], cache=cache).logits.numpy()
     rest = [model(x[:, i : i + 1], cache=cache).logits.numpy() for i in range(6, 10)]
     np.testing.assert_allclose(np.concatenate([first, *rest], axis=1), full, atol=1e-5)
+    # decode steps whose key_padding spans the whole cache (read in place, as generation does)
+    cache, real = model.new_cache(2, 12), paddle.to_tensor(np.zeros((2, 12), bool))
+    real[:, :6] = True
+    first = model(x[:, :6], key_padding=real[:, :6], cache=cache).logits.numpy()
+    rest = []
+    for i in range(6, 10):
+        real[:, i] = True
+        rest.append(model(x[:, i : i + 1], key_padding=real, cache=cache).logits.numpy())
+    np.testing.assert_allclose(np.concatenate([first, *rest], axis=1), full, atol=1e-5)
 
 
 def test_generation_stops_at_eos_and_streams(model):

@@ -22,19 +22,22 @@ __all__ = ["Attention", "AttentionMask", "KVCache"]
 
 
 class KVCache:
-    """Preallocated keys/values for every layer: [B, max_len, K, D] each, filled left to right."""
+    """Preallocated keys/values for every layer, filled left to right: [B, K, max_len, D] each, head-major,
+    the layout the attention matmul reads, so a decode step attends to the cache in place.
+
+    ``update`` returns every column; the step's mask says how many are read (see ``Decoder.decode``)."""
 
     def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int, dtype):
-        shape = [batch, max_len, num_kv_heads, head_dim]
+        shape = [batch, num_kv_heads, max_len, head_dim]
         self.keys = [paddle.zeros(shape, dtype) for _ in range(num_layers)]
         self.values = [paddle.zeros(shape, dtype) for _ in range(num_layers)]
         self.length = 0  # positions filled (same for every layer once a forward pass completes)
 
     def update(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
         start, end = self.length, self.length + k.shape[1]
-        self.keys[layer][:, start:end] = k
-        self.values[layer][:, start:end] = v
-        return self.keys[layer][:, :end], self.values[layer][:, :end]
+        self.keys[layer][:, :, start:end] = k.transpose([0, 2, 1, 3])
+        self.values[layer][:, :, start:end] = v.transpose([0, 2, 1, 3])
+        return self.keys[layer], self.values[layer]
 
 
 class Attention(nn.Layer):
@@ -63,6 +66,7 @@ class Attention(nn.Layer):
         qkv = self.qkv_proj(x).reshape([0, 0, n + 2 * kv, d])
         q, k, v = paddle.split(qkv, [n, kv, kv], axis=2)  # [B, S, N|K, D]
         q, k = ops.rotary(q, k, *cos_sin, self.rope_interleaved)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
-        return self.o_proj(ops.attention(q, k, v, mask))
+        if cache is None:
+            return self.o_proj(ops.attention(q, k, v, mask))
+        keys, values = cache.update(self.layer_idx, k, v)
+        return self.o_proj(ops.cached_attention(q, keys, values, mask))

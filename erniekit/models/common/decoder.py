@@ -118,7 +118,14 @@ class CausalLM(nn.Layer):
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = paddle.arange(past, past + s, dtype="int64").unsqueeze(0).expand([b, s])
-        mask = AttentionMask(s, past + s, segment_ids, branch_ids, key_padding)
+        # key_padding may span more than the columns written so far: a decode step given the whole
+        # cache reads it in place; the causal mask from query_start hides the columns after the step
+        key_len = past + s
+        if key_padding is not None:
+            key_len = key_padding.shape[1]
+            if key_len < past + s:
+                raise ValueError(f"key_padding has {key_len} columns; this step needs {past + s}")
+        mask = AttentionMask(s, key_len, segment_ids, branch_ids, key_padding, query_start=past)
         cos_sin = self.rotary(position_ids)
         aux_losses = []
         for layer in self.layers:
