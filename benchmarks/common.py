@@ -28,6 +28,8 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
+    # read before paddle loads: importing it sets OMP_NUM_THREADS=1 when unset
+    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}
     import paddle
 
     return {
@@ -36,8 +38,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "paddle": paddle.__version__,
         "cuda": paddle.is_compiled_with_cuda(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE"),
+        **threads,
     }
 
 

@@ -26,6 +26,7 @@ from erniekit.data.multimodal import PromptEncoder
 from erniekit.data.packing import collate_shared_prefix, pack
 from erniekit.data.prompts import PromptRecord, read_prompts
 from erniekit.errors import DataError
+from erniekit.inference.engine import Engine, Request
 from erniekit.methods.base import Reference, holdout_split, spec_weights, to_tensors
 from erniekit.rl.rewards import resolve_reward
 from erniekit.tokenizer import Tokenizer
@@ -130,24 +131,34 @@ class RolloutMethod:
     def generate(
         self, prompts: list[EncodedPrompt], per_prompt: int, temperature: float, seed: int
     ) -> list[list[int]]:
+        """``per_prompt`` completions of each prompt, prompt after prompt, from the continuous-batching
+        engine (a row that ends early stops costing a decode step); completion i samples from
+        ``(seed, i)``, so a rollout is the same whatever else runs beside it."""
         r = self.cfg.rollout
+        stop = None
+        if r.stop:
 
-        def stop(row, tokens):
-            return any(s in self.tokenizer.decode(tokens) for s in r.stop)
+            def stop(tokens):
+                return any(s in self.tokenizer.decode(tokens) for s in r.stop)
 
-        return self.model.generate(
-            [p.ids for p in prompts for _ in range(per_prompt)],
-            images=[p.images for p in prompts for _ in range(per_prompt)],
-            videos=[p.videos for p in prompts for _ in range(per_prompt)],
+        common = dict(
             max_new_tokens=r.max_new_tokens,
             temperature=temperature,
             top_p=r.top_p,
             top_k=r.top_k,
-            eos_token_ids=self.tokenizer.stop_ids,
-            pad_token_id=self.tokenizer.pad_id,
-            seed=seed,
-            stop=stop if r.stop else None,
+            eos_token_ids=frozenset(self.tokenizer.stop_ids),
+            stop=stop,
         )
+        requests = [
+            Request(p.ids, images=p.images, videos=p.videos, seed=(seed, i), **common)
+            for i, p in enumerate(p for p in prompts for _ in range(per_prompt))
+        ]
+        rows = len(requests)
+        engine = Engine(self.model, max_batch=rows, max_model_len=self.max_len, max_queue=rows)
+        for done in engine.run(requests):
+            if done.error is not None:
+                raise done.error
+        return [done.tokens for done in requests]
 
     def score(
         self, completions: list[str], records: list[PromptRecord]
