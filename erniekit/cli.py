@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter",
         action="append",
         metavar="NAME=PATH",
-        help="serve a LoRA run unmerged as model NAME (repeatable; rows of one batch mix adapters)",
+        help="serve a LoRA run or PEFT adapter dir unmerged as model NAME (repeatable; batches mix them)",
     )
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     srv.add_argument("--port", type=int, default=8000)

@@ -9,6 +9,8 @@ forward pass; a row's output is ``x W + b + (x A[slot]) B[slot]``, the formula L
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +49,88 @@ class AdapterLinear(nn.Layer):
 
 
 def adapter_factors(path: str | Path, base) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The factors of a LoRA run or checkpoint (see lora_factors)."""
+    """The factors of a LoRA run or checkpoint (see lora_factors), or of a PEFT adapter directory."""
+    if (Path(path) / "adapter_config.json").is_file():
+        return peft_factors(path, base)
     from erniekit.trainer.restore import restore
 
     return lora_factors(restore(path)[2], base, str(path))
+
+
+def peft_factors(path: str | Path, base) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The factors of a Hugging Face PEFT LoRA adapter (``adapter_config.json`` +
+    ``adapter_model.safetensors``: ``lora_A`` [r, in] and ``lora_B`` [out, r] per transformers module) on
+    the served model's layers. The modules that are parts of one of our fused layers (q/k/v of
+    ``qkv_proj``, gate/up of ``up_gate_proj``) sit side by side: A [in, sum of r], B block-diagonal, each
+    part's B in its own output columns, which is the sum of their updates."""
+    from safetensors.numpy import load_file
+
+    from erniekit.peft.adapter import PEFT_PREFIX
+
+    path = Path(path)
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / 'adapter_config.json'}: unreadable ({e})") from None
+    if config.get("peft_type") != "LORA":
+        raise CheckpointError(f"{path}: a {config.get('peft_type')} adapter; only LoRA is served")
+    for key in ("use_dora", "rank_pattern", "alpha_pattern"):
+        if config.get(key):
+            raise CheckpointError(f"{path / 'adapter_config.json'}: {key} is not supported")
+    rank, alpha = int(config["r"]), float(config["lora_alpha"])
+    scale = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: no adapter_model.safetensors")
+    tensors = load_file(str(weights))
+    where = _peft_modules(base)  # transformers module -> (our layer, column start, width)
+    layers = dict(base.named_sublayers())
+    parts: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
+    for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
+        module = key[: -len(".lora_A.weight")].removeprefix(PEFT_PREFIX)
+        if module not in where:
+            raise CheckpointError(f"{weights}: {key} names no linear layer of the served model")
+        layer, start, width = where[module]
+        a, b = tensors[key], tensors.get(key.replace(".lora_A.", ".lora_B."))
+        if b is None or b.shape != (width, a.shape[0]) or a.shape[1] != layers[layer].weight.shape[0]:
+            raise CheckpointError(f"{weights}: {module} does not fit the served model")
+        parts.setdefault(layer, []).append((start, width, a.T, b.T * scale))
+    unread = [k for k in tensors if not k.endswith((".lora_A.weight", ".lora_B.weight"))]
+    if unread or not parts:
+        what = unread[0] if unread else "no LoRA tensors"
+        raise CheckpointError(f"{weights}: {what} (only LoRA A/B tensors are served)")
+    factors = {}
+    for name, pieces in parts.items():
+        a = np.concatenate([p[2] for p in pieces], axis=1)
+        b = np.zeros((a.shape[1], layers[name].weight.shape[1]), np.float32)
+        row = 0
+        for start, width, _, pb in pieces:
+            b[row : row + pb.shape[0], start : start + width] = pb
+            row += pb.shape[0]
+        factors[name] = (a.astype(np.float32), b)
+    return factors
+
+
+def _peft_modules(model) -> dict[str, tuple[str, int, int]]:
+    """{transformers module name: (our linear layer, first output column, width)} for every linear
+    layer of ``model`` and every part of a fused one, named as PEFT names them (see peft/adapter.py)."""
+    from erniekit.models import family
+    from erniekit.peft.lora import output_parts
+
+    custom = getattr(family(model.args.family).hf, "peft_module", None)
+    module_of = custom or (lambda name: f"model.{name}")
+    out = {}
+    for name, layer in model.named_sublayers():
+        if not isinstance(layer, nn.Linear):
+            continue
+        parent, _, leaf = name.rpartition(".")
+        start = 0
+        for part in output_parts(leaf, layer, model.args, set()):
+            hf = module_of(f"{parent}.{part.name}" if parent else part.name)
+            if hf is not None:
+                out[hf] = (name, start, part.width)
+            start += part.width
+    return out
 
 
 def lora_factors(model, base, path: str = "adapter") -> dict[str, tuple[np.ndarray, np.ndarray]]:

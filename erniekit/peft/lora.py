@@ -123,7 +123,7 @@ class LoRAExperts(Experts):
         return self.up_gate_proj + d_up_gate, self.down_proj + d_down
 
 
-def _parts(name: str, layer: nn.Linear, args: ModelArgs, wanted: set[str]) -> list[Part]:
+def output_parts(name: str, layer: nn.Linear, args: ModelArgs, wanted: set[str]) -> list[Part]:
     """The output-column slices of a layer, each marked active when the targets ask for it."""
     out = layer.weight.shape[1]
     if name not in FUSED_PARTS:
@@ -164,7 +164,7 @@ def apply_lora(
         in_vision = name.startswith("vision.")
         vision_linear = vision_prefixes and name.startswith(vision_prefixes) and "patch_embed" not in attr
         if isinstance(layer, nn.Linear) and ((attr in layer_names and not in_vision) or vision_linear):
-            parts = _parts(attr, layer, model.args, wanted)
+            parts = output_parts(attr, layer, model.args, wanted)
             setattr(parent, attr, LoRALinear(layer, rank, alpha, dropout, rslora, lora_plus_ratio, parts))
             adapted.append(name)
         elif isinstance(layer, Experts) and attr in wanted and attr in EXPERT_SETS:

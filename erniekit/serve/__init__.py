@@ -13,7 +13,9 @@ def parse_adapter(spec: str) -> tuple[str, str]:
 
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
-        raise ErniekitError(f"--adapter {spec!r}: give NAME=PATH (a LoRA run or checkpoint)")
+        raise ErniekitError(
+            f"--adapter {spec!r}: give NAME=PATH (a LoRA run, checkpoint or PEFT adapter directory)"
+        )
     return name, path
 
 
