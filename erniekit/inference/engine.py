@@ -251,7 +251,8 @@ class Engine:
     def step(self) -> None:
         """Admit waiting requests into free rows (each prefilled and given its first token), then one
         decode step for every active row."""
-        self.model.eval()
+        if self.model.training:  # eval() walks every sublayer: ~4 ms a step at 135M
+            self.model.eval()
         admitted = self._take_waiting()
         if len(admitted) > 1:
             try:
