@@ -31,7 +31,7 @@ import paddle
 import paddle.nn.functional as F
 
 from erniekit.data.images import ImageInputs
-from erniekit.models.generation import choose_tokens, next_token_logits, vision_inputs
+from erniekit.models.generation import draw, next_token_logits, sampling_cdf, vision_inputs
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Request:
 class _Rows:
     """The engine's cache, viewed by the model as a KVCache of the ``n`` active rows."""
 
-    def __init__(self, model, rows: int, columns: int, start: int = 256):
+    def __init__(self, model, rows: int, columns: int, start: int = 64):
         self.model, self.rows, self.columns = model, rows, columns  # columns: the most it grows to
         self.keys, self.values, self.real = [], [], np.zeros((rows, 0), dtype=bool)
         self.n = 0  # active rows
@@ -101,7 +101,7 @@ class _Rows:
         size = min(max(columns, 2 * self.capacity), self.columns)
         new = self.model.new_cache(self.rows, size)
         for old, fresh in ((self.keys, new.keys), (self.values, new.values)):
-            for x, y in zip(old, fresh):
+            for x, y in zip(old, fresh if self.length else ()):  # (Paddle cannot assign an empty slice)
                 y[:, :, : self.length] = x[:, :, : self.length]
         self.keys, self.values = new.keys, new.values
         real = np.zeros((self.rows, size), dtype=bool)
@@ -325,12 +325,15 @@ class Engine:
                 rows.shift(width - rows.length)
             else:
                 rows.length = width
+        joined = []
         for i, request in enumerate(requests):
             rows.place(rows.n, cache.keys, cache.values, i, lengths[i])
             rows.n += 1
-            active = _Active(request, lengths[i] + int(offsets[i]), 0, np.random.default_rng(request.seed))
-            self.active.append(active)
-            self._emit(active, logits[i : i + 1])
+            joined.append(
+                _Active(request, lengths[i] + int(offsets[i]), 0, np.random.default_rng(request.seed))
+            )
+        self.active += joined
+        self._next_tokens(joined, logits)
 
     def _decode(self) -> None:
         rows = self.rows
@@ -350,24 +353,39 @@ class Engine:
             cache=rows,
             compute_logits=False,
         )
-        logits = next_token_logits(self.model, out.hidden)
-        greedy = logits.argmax(axis=-1).numpy()  # one pass for every greedy row
-        for i, a in enumerate(self.active):
+        for a in self.active:
             a.position += 1
-            plain = a.request.temperature <= 0 and a.request.logprobs is None
-            self._emit(a, None if plain else logits[i : i + 1], int(greedy[i]) if plain else None)
+        self._next_tokens(self.active, next_token_logits(self.model, out.hidden))
 
-    def _emit(self, a: _Active, logits: paddle.Tensor | None, token: int | None = None) -> None:
-        """Record the request's next token: ``token`` when already chosen (greedy), else chosen from its
-        logits [1, V] (vision tokens already excluded)."""
+    def _next_tokens(self, actives: list[_Active], logits: paddle.Tensor) -> None:
+        """Choose and record each request's next token from its row of logits [len(actives), V]: one
+        argmax for the greedy rows, one softmax and filter per group of rows that sample alike (each row
+        drawing from its own generator), one log-softmax for the rows that want logprobs."""
+        chosen = logits.argmax(axis=-1).numpy()
+        alike: dict[tuple, list[int]] = {}
+        for i, a in enumerate(actives):
+            r = a.request
+            if r.temperature > 0:
+                alike.setdefault((r.temperature, r.top_k, r.top_p), []).append(i)
+        for (temperature, top_k, top_p), rows in alike.items():
+            cdf = sampling_cdf(paddle.gather(logits, paddle.to_tensor(rows)), temperature, top_k, top_p)
+            chosen[rows] = draw(cdf, [actives[i].rng for i in rows])
+        wanted = [i for i, a in enumerate(actives) if a.request.logprobs is not None]
+        logp = {}
+        if wanted:
+            values = F.log_softmax(paddle.gather(logits, paddle.to_tensor(wanted)).astype("float32"), axis=-1)
+            logp = dict(zip(wanted, values.numpy()))
+        for i, a in enumerate(actives):
+            self._emit(a, int(chosen[i]), logp.get(i))
+
+    def _emit(self, a: _Active, token: int, logp: np.ndarray | None = None) -> None:
+        """Record the request's next token and, when it asked for logprobs, ``logp`` [V]: the model's
+        log-probabilities (before temperature and filtering; vision tokens excluded)."""
         req = a.request
         if req.cancelled:
             req.finish_reason = "cancelled"
             return
-        if token is None:
-            token = int(choose_tokens(logits, req.temperature, req.top_k, req.top_p, a.rng)[0])
-        if req.logprobs is not None:  # of the model's distribution (before temperature and filtering)
-            logp = F.log_softmax(logits.astype("float32"), axis=-1).numpy()[0]
+        if req.logprobs is not None:
             top = np.argsort(-logp, kind="stable")[: req.logprobs]
             req.token_logprobs.append((float(logp[token]), [(int(t), float(logp[t])) for t in top]))
         req.tokens.append(token)

@@ -36,13 +36,25 @@ def choose_tokens(
     logits: paddle.Tensor, temperature: float, top_k: int, top_p: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Next tokens [B] from logits [B, V]: argmax at temperature 0, else drawn from ``rng``."""
-    logits = logits.astype("float32")
     if temperature <= 0:
-        return logits.argmax(axis=-1).numpy()
+        return logits.astype("float32").argmax(axis=-1).numpy()
+    return draw(sampling_cdf(logits, temperature, top_k, top_p), [rng] * logits.shape[0])
+
+
+def sampling_cdf(logits: paddle.Tensor, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """Cumulative sampling probabilities [B, V] (float64) of logits [B, V] at temperature > 0 after the
+    top-k / top-p filters: one pass for every row that samples alike."""
+    logits = logits.astype("float32")
     probs = F.softmax(_filter_logits(logits / temperature, top_k, top_p), axis=-1).numpy().astype(np.float64)
-    cdf = probs.cumsum(axis=-1)
-    draws = rng.random(probs.shape[0]) * cdf[:, -1]
-    return np.array([min(int(np.searchsorted(c, u, side="right")), len(c) - 1) for c, u in zip(cdf, draws)])
+    return probs.cumsum(axis=-1)
+
+
+def draw(cdf: np.ndarray, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """One token per row of ``cdf``, row i drawing from ``rngs[i]`` (the same generator may repeat)."""
+    out = np.empty(len(cdf), dtype=np.int64)
+    for i, (c, rng) in enumerate(zip(cdf, rngs)):
+        out[i] = min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), len(c) - 1)
+    return out
 
 
 def vision_inputs(images: ImageInputs | None, videos: ImageInputs | None) -> dict:

@@ -46,6 +46,13 @@ def test_requests_joining_and_leaving_get_their_alone_tokens(model):
     again = grown.run([Request(p, max_new_tokens=n) for p, n in zip(ps, lengths)])
     assert [r.tokens for r in again] == [r.tokens for r in done] and grown.rows.capacity == 32
 
+    # an idle engine given a prompt longer than its cache has columns yet (the bug: growing an empty
+    # cache assigned an empty slice, which Paddle refuses)
+    idle = Engine(model, max_batch=2, max_model_len=64)
+    idle.rows = _Rows(model, 2, 64, start=8)
+    (long,) = idle.run([Request(list(range(3, 23)), max_new_tokens=4)])
+    assert long.error is None and long.tokens == alone(model, list(range(3, 23)), max_new_tokens=4)
+
 
 def test_eos_stop_and_sampling_are_per_request(model):
     p = prompts(1, seed=3)[0]
