@@ -244,6 +244,25 @@ def _cmd_convert_gguf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Check a directory against its manifest, or, for a run, every checkpoint and export in it."""
+    import time
+    from pathlib import Path
+
+    from erniekit.errors import CheckpointError
+    from erniekit.manifest import MANIFEST, verify
+
+    root = Path(args.dir)
+    dirs = [root] if (root / MANIFEST).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
+    if not dirs:
+        raise CheckpointError(f"{root}: no {MANIFEST} here or in its subdirectories (nothing to verify)")
+    for d in dirs:
+        start = time.perf_counter()
+        size = verify(d, missing="error")
+        print(f"ok  {d}  ({size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erniekit",
@@ -359,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("input", help="the .gguf file")
     gguf.add_argument("--out", required=True, help="directory to write")
     gguf.set_defaults(func=_cmd_convert_gguf)
+
+    ver = verbs.add_parser("verify", help="check a checkpoint, export or run against its SHA-256 manifests")
+    ver.add_argument("dir", help="a directory with manifest.json, or a run (checks each one inside)")
+    ver.set_defaults(func=_cmd_verify)
 
     recipes = verbs.add_parser(
         "recipes", help="list the shipped recipes and presets, or copy one out to edit"

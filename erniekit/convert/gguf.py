@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from erniekit.errors import CheckpointError
+from erniekit.manifest import sealed
 from erniekit.models.common.weights import save_safetensors_dir
 from erniekit.models.llama.hf import config_from_args
 from erniekit.models.llama.model import llama_args
@@ -161,7 +162,13 @@ def convert_gguf(path: str | Path, out: str | Path) -> Path:
     reader = GGUFReader(str(path))
     arch, args = read_args(reader)
     tensors = read_tensors(reader, arch, args)
-    out.mkdir(parents=True, exist_ok=True)
+    with sealed(out):
+        _write_hf(out, tensors, args, reader)
+    log.info("converted %s (%s, %d tensors) to %s", path.name, arch, len(tensors), out)
+    return out
+
+
+def _write_hf(out: Path, tensors: dict[str, np.ndarray], args, reader) -> None:
     save_safetensors_dir(tensors, out)
     config = config_from_args(args)
     config["dtype"] = "float32"
@@ -175,5 +182,3 @@ def convert_gguf(path: str | Path, out: str | Path) -> Path:
     (out / "tokenizer_config.json").write_text(
         json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n"
     )
-    log.info("converted %s (%s, %d tensors) to %s", path.name, arch, len(tensors), out)
-    return out

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from erniekit.manifest import sealed
 from erniekit.models import save_pretrained, state_dict_numpy
 from erniekit.peft.adapter import save_peft_adapter
 from erniekit.peft.lora import lora_layers, merged_state
@@ -38,14 +39,21 @@ def export_hf(
     max_shard_size: str = "5GB",
 ) -> Path:
     recipe, tokenizer, model = restore(run)
-    out = Path(out)
+    with sealed(out):
+        return _export_hf(recipe, tokenizer, model, Path(out), merge_lora, dtype, max_shard_size)
+
+
+def _export_hf(
+    recipe, tokenizer, model, out: Path, merge_lora: bool, dtype: str, max_shard_size: str
+) -> Path:
     has_lora = bool(lora_layers(model))
     if has_lora and not merge_lora:
         base = recipe.model.path
         if base is None:
             base_dir = out / "base_model"
-            save_pretrained(model, base_dir, dtype, max_shard_size, arrays=_base_arrays(model))
-            _write_tokenizer(tokenizer, base_dir)
+            with sealed(base_dir):
+                save_pretrained(model, base_dir, dtype, max_shard_size, arrays=_base_arrays(model))
+                _write_tokenizer(tokenizer, base_dir)
             base = str(base_dir.resolve())
         save_peft_adapter(model, out, recipe.lora, str(Path(base).resolve()) if recipe.model.path else base)
         tokenizer.save(out)

@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from erniekit.manifest import sealed, verify
 from erniekit.peft.lora import merged_model
 from erniekit.trainer.restore import restore
 
@@ -31,18 +32,18 @@ def export_paddle_inference(run: str | Path, out: str | Path) -> Path:
     _, tokenizer, model = restore(run)
     model = merged_model(model)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = [paddle.static.InputSpec([None, None], "int64", "input_ids")]
-    program = paddle.jit.to_static(LogitsProgram(model), input_spec=spec, full_graph=True)
-    paddle.jit.save(program, str(out / "model"))
-    tokenizer.save(out)
-    meta = {
-        "inputs": {"input_ids": "int64 [batch, seq]"},
-        "outputs": {"logits": "float32 [batch, seq, vocab]"},
-        "vocab_size": model.args.vocab_size,
-        "stop_token_ids": tokenizer.stop_ids,
-    }
-    (out / "erniekit_inference.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with sealed(out):
+        spec = [paddle.static.InputSpec([None, None], "int64", "input_ids")]
+        program = paddle.jit.to_static(LogitsProgram(model), input_spec=spec, full_graph=True)
+        paddle.jit.save(program, str(out / "model"))
+        tokenizer.save(out)
+        meta = {
+            "inputs": {"input_ids": "int64 [batch, seq]"},
+            "outputs": {"logits": "float32 [batch, seq, vocab]"},
+            "vocab_size": model.args.vocab_size,
+            "stop_token_ids": tokenizer.stop_ids,
+        }
+        (out / "erniekit_inference.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
@@ -51,6 +52,7 @@ def load_predictor(directory: str | Path):
     from paddle import inference
 
     directory = Path(directory)
+    verify(directory)
     config = inference.Config(str(directory / "model.json"), str(directory / "model.pdiparams"))
     if not paddle.is_compiled_with_cuda():
         config.disable_gpu()

@@ -19,6 +19,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from erniekit.errors import CheckpointError
+from erniekit.manifest import verify
 
 
 class Selector:
@@ -68,6 +69,7 @@ def peft_factors(path: str | Path, base) -> dict[str, tuple[np.ndarray, np.ndarr
     from erniekit.peft.adapter import PEFT_PREFIX
 
     path = Path(path)
+    verify(path, missing="ignore")  # an adapter erniekit exported carries a manifest
     try:
         config = json.loads((path / "adapter_config.json").read_text())
     except (OSError, ValueError) as e:

@@ -102,6 +102,7 @@ def load_model(path: str | Path, dtype: str = "float32"):
     Refuses a checkpoint with a missing, unexpected (beyond known ignorable ones) or wrong-shaped
     tensor, naming that tensor.
     """
+    from erniekit.manifest import verify
     from erniekit.models.common.weights import (
         TensorSource,
         check_and_assign,
@@ -110,6 +111,7 @@ def load_model(path: str | Path, dtype: str = "float32"):
     )
 
     args = load_args(path)
+    verify(resolve_path(path), missing="ignore")  # an erniekit export or conversion carries a manifest
     fam = family(args.family)
     model = fam.model.build(args)
     source = TensorSource(resolve_path(path))
@@ -181,10 +183,9 @@ def image_processor(
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in model.state_dict().items():
-        out[k] = (v.astype("float32") if v.dtype.name in ("BF16", "FP16") else v).numpy()
-    return out
+    from erniekit.tensors import to_numpy
+
+    return {k: to_numpy(v) for k, v in model.state_dict().items()}
 
 
 def to_hf_tensors(model, arrays: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from erniekit.trainer.checkpoint import _to_numpy
+from erniekit.tensors import to_numpy
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Layout:
 
     # --- model state ---------------------------------------------------------------------------------
     def local_arrays(self, names) -> dict[str, np.ndarray]:
-        return {n: _to_numpy(self.tensors[n]) for n in names if n in self.tensors}
+        return {n: to_numpy(self.tensors[n]) for n in names if n in self.tensors}
 
     def gather(self, local: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         """Whole tensors from every rank's pieces: the full dict on the main rank, None elsewhere."""

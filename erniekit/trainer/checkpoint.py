@@ -3,12 +3,14 @@
     output_dir/checkpoint-<step>/
         model.safetensors        trainable state (our parameter names; LoRA runs: adapters only)
         optimizer.safetensors    AdamW moments etc., keyed "<parameter name>::<slot>"
-        trainer_state.json       step, data position, counters, model shape  (written last)
+        trainer_state.json       step, data position, counters, model shape
         config.yaml              the resolved recipe of the run
+        manifest.json            each file's size and SHA-256 (written last; erniekit/manifest.py)
 
 A checkpoint is first written to ``checkpoint-<step>.partial``, flushed to disk, then renamed, so a
 crash mid-save leaves the previous checkpoints untouched; partial directories are ignored and removed.
-Only files this module wrote are read back: safetensors and JSON, never pickles.
+Only files this module wrote are read back: safetensors and JSON, never pickles, each verified against
+the manifest first, so a changed byte is an error naming its file rather than wrong weights.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from erniekit.errors import CheckpointError
+from erniekit.manifest import sealed, verify
+from erniekit.tensors import to_numpy
 
 STATE_NAME = "trainer_state.json"
 _DIR_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -44,10 +48,6 @@ def _write_tensors(arrays: dict[str, np.ndarray], path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _to_numpy(t: paddle.Tensor) -> np.ndarray:
-    return (t.astype("float32") if t.dtype in (paddle.bfloat16, paddle.float16) else t).numpy()
-
-
 # --- optimizer state under stable names ------------------------------------------------------------
 
 
@@ -59,12 +59,12 @@ def optimizer_arrays(optimizer, named_params: dict[str, paddle.Tensor]) -> dict[
     out = {}
     for key, value in optimizer.state_dict().items():
         if key == "master_weights":
-            out.update({f"{by_pname[k]}::master_weight": _to_numpy(v) for k, v in value.items()})
+            out.update({f"{by_pname[k]}::master_weight": to_numpy(v) for k, v in value.items()})
         elif isinstance(value, paddle.Tensor):
             pname = next((n for n in names if key.startswith(n + "_")), None)
             if pname is None:
                 raise CheckpointError(f"optimizer state {key} belongs to no trainable parameter")
-            out[f"{by_pname[pname]}::{key[len(pname) + 1 :]}"] = _to_numpy(value)
+            out[f"{by_pname[pname]}::{key[len(pname) + 1 :]}"] = to_numpy(value)
     return out
 
 
@@ -124,14 +124,14 @@ def _write(tmp: Path, model_arrays, optim_arrays, state: dict, config_text: str)
     """Every file of a checkpoint into ``tmp``, flushed to disk."""
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    _write_tensors(model_arrays, tmp / "model.safetensors")
-    _write_tensors(optim_arrays, tmp / "optimizer.safetensors")
-    (tmp / "config.yaml").write_text(config_text)
-    with open(tmp / STATE_NAME, "w") as f:
-        json.dump(state, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+    with sealed(tmp):
+        _write_tensors(model_arrays, tmp / "model.safetensors")
+        _write_tensors(optim_arrays, tmp / "optimizer.safetensors")
+        (tmp / "config.yaml").write_text(config_text)
+        with open(tmp / STATE_NAME, "w") as f:
+            json.dump(state, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
     _fsync_dir(tmp)
 
 
@@ -181,6 +181,7 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    verify(path)
     try:
         state = json.loads((path / STATE_NAME).read_text())
         model = load_file(str(path / "model.safetensors"))

@@ -99,6 +99,7 @@ def test_checkpoint_layout_metrics_and_keep(tmp_path):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     assert sorted(p.name for p in (out / "checkpoint-4").iterdir()) == [
         "config.yaml",
+        "manifest.json",
         "model.safetensors",
         "optimizer.safetensors",
         "trainer_state.json",
