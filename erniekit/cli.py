@@ -178,14 +178,23 @@ def _runtime() -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     _runtime()
+    from erniekit.errors import ErniekitError
+
+    if args.to != "gguf" and args.dtype == "q8_0":
+        raise ErniekitError("--dtype q8_0 is a GGUF quantisation: use it with --to gguf")
     if args.to == "paddle-inference":
         from erniekit.export.paddle_inference import export_paddle_inference
 
         export_paddle_inference(args.run, args.out)
+    elif args.to == "gguf":
+        from erniekit.export.gguf import export_gguf
+
+        short = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "q8_0": "q8_0", None: "f16"}
+        export_gguf(args.run, args.out, short[args.dtype])
     else:
         from erniekit.export.hf import export_hf
 
-        export_hf(args.run, args.out, args.merge_lora, args.dtype, args.max_shard_size)
+        export_hf(args.run, args.out, args.merge_lora, args.dtype or "float32", args.max_shard_size)
     return 0
 
 
@@ -304,13 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=_cmd_plan)
 
     export = verbs.add_parser(
-        "export", help="write a run as HF safetensors, a PEFT adapter or a Paddle program"
+        "export", help="write a run as HF safetensors, a PEFT adapter, GGUF or a Paddle program"
     )
     export.add_argument("run", help="a checkpoint-N directory, or a run's output_dir (its newest checkpoint)")
     export.add_argument("--out", required=True, help="directory to write")
-    export.add_argument("--to", choices=["hf", "paddle-inference"], default="hf")
+    export.add_argument("--to", choices=["hf", "gguf", "paddle-inference"], default="hf")
     export.add_argument("--merge-lora", action="store_true", help="fold LoRA adapters into the weights")
-    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    export.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "q8_0"],
+        help="weights (default: float32 for hf, float16 for gguf; q8_0: gguf only)",
+    )
     export.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 500MB, 5GB")
     export.set_defaults(func=_cmd_export)
 
