@@ -180,17 +180,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     _runtime()
     from erniekit.errors import ErniekitError
 
-    if args.to != "gguf" and args.dtype == "q8_0":
-        raise ErniekitError("--dtype q8_0 is a GGUF quantisation: use it with --to gguf")
+    if args.to not in ("gguf", "ollama") and args.dtype == "q8_0":
+        raise ErniekitError("--dtype q8_0 is a GGUF quantisation: use it with --to gguf or ollama")
     if args.to == "paddle-inference":
         from erniekit.export.paddle_inference import export_paddle_inference
 
         export_paddle_inference(args.run, args.out)
-    elif args.to == "gguf":
+    elif args.to in ("gguf", "ollama"):
         from erniekit.export.gguf import export_gguf
 
         short = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "q8_0": "q8_0", None: "f16"}
-        export_gguf(args.run, args.out, short[args.dtype])
+        export_gguf(args.run, args.out, short[args.dtype], ollama=args.to == "ollama")
     else:
         from erniekit.export.hf import export_hf
 
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run", help="a checkpoint-N directory, or a run's output_dir (its newest checkpoint)")
     export.add_argument("--out", required=True, help="directory to write")
-    export.add_argument("--to", choices=["hf", "gguf", "paddle-inference"], default="hf")
+    export.add_argument("--to", choices=["hf", "gguf", "ollama", "paddle-inference"], default="hf")
     export.add_argument("--merge-lora", action="store_true", help="fold LoRA adapters into the weights")
     export.add_argument(
         "--dtype",

@@ -51,8 +51,9 @@ def architecture(args) -> str:
     raise CheckpointError(f"GGUF export covers llama and ernie4_5 models, not {args.family}")
 
 
-def export_gguf(run: str | Path, out: str | Path, dtype: str = "f16") -> Path:
-    """Write ``out/<run name>-<dtype>.gguf`` (and the directory's manifest); returns the file."""
+def export_gguf(run: str | Path, out: str | Path, dtype: str = "f16", ollama: bool = False) -> Path:
+    """Write ``out/<run name>-<dtype>.gguf`` (with ``ollama``, and an Ollama ``Modelfile``; see
+    ollama.py) and the directory's manifest; returns the file."""
     if dtype not in DTYPES:
         raise CheckpointError(f"--dtype {dtype}: GGUF export writes {', '.join(DTYPES)}")
     _, tokenizer, model = restore(run)
@@ -61,6 +62,12 @@ def export_gguf(run: str | Path, out: str | Path, dtype: str = "f16") -> Path:
     path = out / f"{Path(run).resolve().name}-{dtype}.gguf"
     with sealed(out):
         write_gguf(model, tokenizer, path, dtype)
+        if ollama:
+            from erniekit.export.ollama import modelfile
+
+            (out / "Modelfile").write_text(
+                modelfile(tokenizer, path.name, model.args.max_position_embeddings)
+            )
     log.info("wrote %s (%s, %s)", path, architecture(model.args), dtype)
     return path
 
