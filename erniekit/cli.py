@@ -194,7 +194,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         from erniekit.export.hf import export_hf
 
-        export_hf(args.run, args.out, args.merge_lora, args.dtype or "float32", args.max_shard_size)
+        layout = "paddle" if args.to == "paddle" else "hf"
+        export_hf(args.run, args.out, args.merge_lora, args.dtype or "float32", args.max_shard_size, layout)
     return 0
 
 
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run", help="a checkpoint-N directory, or a run's output_dir (its newest checkpoint)")
     export.add_argument("--out", required=True, help="directory to write")
-    export.add_argument("--to", choices=["hf", "gguf", "ollama", "paddle-inference"], default="hf")
+    export.add_argument("--to", choices=["hf", "paddle", "gguf", "ollama", "paddle-inference"], default="hf")
     export.add_argument("--merge-lora", action="store_true", help="fold LoRA adapters into the weights")
     export.add_argument(
         "--dtype",

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from erniekit.errors import CheckpointError
+from erniekit.inference.load import load_for_inference
 from erniekit.manifest import sealed
 from erniekit.models import to_hf_tensors
-from erniekit.peft.lora import merged_model
-from erniekit.trainer.restore import restore
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,7 @@ def export_gguf(run: str | Path, out: str | Path, dtype: str = "f16", ollama: bo
     ollama.py) and the directory's manifest; returns the file."""
     if dtype not in DTYPES:
         raise CheckpointError(f"--dtype {dtype}: GGUF export writes {', '.join(DTYPES)}")
-    _, tokenizer, model = restore(run)
-    model = merged_model(model)
+    tokenizer, model, _ = load_for_inference(run)  # a run (LoRA merged) or a model directory
     out = Path(out)
     path = out / f"{Path(run).resolve().name}-{dtype}.gguf"
     with sealed(out):

@@ -13,6 +13,8 @@ import json
 import logging
 from pathlib import Path
 
+from erniekit.errors import CheckpointError
+from erniekit.inference.load import load_for_inference
 from erniekit.manifest import sealed
 from erniekit.models import save_pretrained, state_dict_numpy
 from erniekit.peft.adapter import save_peft_adapter
@@ -37,16 +39,30 @@ def export_hf(
     merge_lora: bool = False,
     dtype: str = "float32",
     max_shard_size: str = "5GB",
+    layout: str = "hf",
 ) -> Path:
-    recipe, tokenizer, model = restore(run)
+    """A run (or checkpoint) as an HF directory, a PEFT adapter (LoRA, unmerged) or, ``layout="paddle"``,
+    ERNIE's Paddle checkpoint layout (what ERNIEKit and FastDeploy load). ``run`` may also be a model
+    directory, to re-shard (``max_shard_size``), re-type or re-lay-out an export."""
+    if (Path(run) / "config.json").is_file():
+        tokenizer, model, processor = load_for_inference(run)
+        recipe = None
+    else:
+        recipe, tokenizer, model = restore(run)
+        processor = recipe_processor(recipe, model.args)
+    if layout == "paddle" and (model.args.family != "ernie4_5" or model.args.vision is not None):
+        raise CheckpointError(f"--to paddle writes ERNIE 4.5 text models, not {model.args.family}")
     with sealed(out):
-        return _export_hf(recipe, tokenizer, model, Path(out), merge_lora, dtype, max_shard_size)
+        return _export_hf(
+            recipe, tokenizer, model, processor, Path(out), merge_lora, dtype, max_shard_size, layout
+        )
 
 
 def _export_hf(
-    recipe, tokenizer, model, out: Path, merge_lora: bool, dtype: str, max_shard_size: str
+    recipe, tokenizer, model, processor, out: Path, merge_lora, dtype, max_shard_size, layout
 ) -> Path:
     has_lora = bool(lora_layers(model))
+    merge_lora = merge_lora or layout == "paddle"  # the Paddle layout has no adapter form
     if has_lora and not merge_lora:
         base = recipe.model.path
         if base is None:
@@ -60,9 +76,7 @@ def _export_hf(
         log.info("wrote PEFT adapter to %s (base model: %s)", out, base)
         return out
     arrays = {k: v.numpy() for k, v in merged_state(model).items()} if has_lora else None
-    save_pretrained(
-        model, out, dtype, max_shard_size, arrays=arrays, processor=recipe_processor(recipe, model.args)
-    )
+    save_pretrained(model, out, dtype, max_shard_size, arrays=arrays, processor=processor, layout=layout)
     _write_tokenizer(tokenizer, out)
     log.info("wrote %s model to %s", "merged" if has_lora else "full", out)
     return out

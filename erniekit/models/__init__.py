@@ -188,13 +188,16 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: to_numpy(v) for k, v in model.state_dict().items()}
 
 
-def to_hf_tensors(model, arrays: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Our parameters in the family's HF names and layouts."""
+def to_hf_tensors(
+    model, arrays: dict[str, np.ndarray] | None = None, layout: str = "hf"
+) -> dict[str, np.ndarray]:
+    """Our parameters in the family's HF names and layouts, or (``layout="paddle"``) ERNIE's Paddle
+    checkpoint layout: ``ernie.`` names, fused qkv/up_gate, Linear weights [in, out]."""
     from erniekit.models.common.weights import to_external
 
     fam = family(model.args.family)
     arrays = state_dict_numpy(model) if arrays is None else arrays
-    return to_external(fam.hf.weight_rules(model.args, "hf"), arrays, transpose=True)
+    return to_external(fam.hf.weight_rules(model.args, layout), arrays, transpose=layout == "hf")
 
 
 def save_pretrained(
@@ -204,9 +207,11 @@ def save_pretrained(
     max_shard_size: int | str = "5GB",
     arrays: dict[str, np.ndarray] | None = None,
     processor=None,
+    layout: str = "hf",
 ) -> Path:
-    """Write ``config.json``, ``generation_config.json`` and safetensors that transformers loads; a
-    vision-language model also gets its ``preprocessor_config.json`` (``processor``, or the family's)."""
+    """Write ``config.json``, ``generation_config.json`` and safetensors that transformers loads (or, in
+    ERNIE's ``paddle`` layout, that ERNIEKit and FastDeploy load); a vision-language model also gets its
+    ``preprocessor_config.json`` (``processor``, or the family's)."""
     from erniekit.models.common.weights import save_safetensors_dir
 
     out_dir = Path(out_dir)
@@ -214,7 +219,8 @@ def save_pretrained(
     fam = family(model.args.family)
     config = fam.hf.config_from_args(model.args)
     config["dtype"] = dtype
-    save_safetensors_dir(to_hf_tensors(model, arrays), out_dir, dtype, max_shard_size, fam.hf.KEEP_FLOAT32)
+    tensors = to_hf_tensors(model, arrays, layout)
+    save_safetensors_dir(tensors, out_dir, dtype, max_shard_size, fam.hf.KEEP_FLOAT32)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     generation = {
         k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config.get(k) is not None
