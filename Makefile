@@ -11,8 +11,11 @@ $(VENV)/.base: setup.py
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# llama-cpp-python builds from source: only the library the tests load
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
+
 $(VENV)/.test: $(VENV)/.base setup.py
-	$(PY) -m pip install --quiet -e ".[test]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
 ## train: the main job on its embedded default recipe

@@ -77,6 +77,9 @@ setup(
             "gguf>=0.17,<1",
             "reasoning-gym==0.1.25",
             "openai>=1.50,<4",  # the server's tests drive it with the official client
+            # llama.cpp itself loads our GGUF exports; PyPI has only its source package, which the
+            # Makefile builds without the multimodal and tool targets (~10 min on 2 cores, then cached)
+            "llama-cpp-python==0.3.36",
             # the wheel test builds an sdist and a wheel without build isolation (no downloads)
             "build>=1.2,<2",
             "setuptools>=70.1",
