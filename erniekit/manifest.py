@@ -8,7 +8,8 @@ SHA-256, written last, so a complete manifest means a complete directory and a c
 A directory without a manifest (written before manifests existed, or by another tool: an HF download)
 is read as before: ``missing`` says whether that is silent, a warning or an error. Files not listed (a
 README a user added) are not checked. Hashing reads each file once more (from the page cache, just
-written or about to be loaded); its cost on a 0.3B checkpoint is in the README (Checkpoints).
+written or about to be loaded), several files at once: 2.5 s for a 0.3B checkpoint's 4.33 GB on 2 cores,
+next to 7.2 s to load it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,14 +40,22 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sha256_all(paths: list[Path]) -> list[str]:
+    """The files' digests, several at once (hashlib releases the GIL: a checkpoint's model and
+    optimizer files hash on two cores in the time of the larger)."""
+    workers = max(1, min(len(paths), len(os.sched_getaffinity(0))))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(sha256, paths))
+
+
 def write_manifest(directory: str | Path) -> Path:
     """List every file under ``directory`` (recursively, except the manifest) with its size and SHA-256;
     the manifest is flushed to disk before returning."""
     directory = Path(directory)
+    paths = [p for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST]
     files = {
-        p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": sha256(p)}
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": digest}
+        for p, digest in zip(paths, _sha256_all(paths))
     }
     out = directory / MANIFEST
     with open(out, "w") as f:
@@ -87,7 +97,6 @@ def verify(directory: str | Path, missing: str = "warn") -> int:
             raise ValueError(f"not an {FORMAT} manifest")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
-    checked = 0
     for name, entry in files.items():
         file = directory / name
         if not file.is_file():
@@ -98,9 +107,10 @@ def verify(directory: str | Path, missing: str = "warn") -> int:
                 f"{file}: {size} bytes, {MANIFEST} says {entry['size']} "
                 "(truncated or changed after it was written)"
             )
-        if sha256(file) != entry["sha256"]:
+    paths = [directory / name for name in files]
+    for file, digest, entry in zip(paths, _sha256_all(paths), files.values()):
+        if digest != entry["sha256"]:
             raise CheckpointError(
                 f"{file}: contents changed after it was written (SHA-256 differs from {MANIFEST})"
             )
-        checked += size
-    return checked
+    return sum(entry["size"] for entry in files.values())
