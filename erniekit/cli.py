@@ -180,6 +180,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     _runtime()
     from erniekit.errors import ErniekitError
 
+    args.dtype = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}.get(args.dtype, args.dtype)
     if args.to not in ("gguf", "ollama") and args.dtype == "q8_0":
         raise ErniekitError("--dtype q8_0 is a GGUF quantisation: use it with --to gguf or ollama")
     if args.to == "paddle-inference":
@@ -322,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--merge-lora", action="store_true", help="fold LoRA adapters into the weights")
     export.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16", "q8_0"],
-        help="weights (default: float32 for hf, float16 for gguf; q8_0: gguf only)",
+        choices=["float32", "bfloat16", "float16", "f32", "bf16", "f16", "q8_0"],
+        help="weights (default: float32 for hf, f16 for gguf; q8_0: gguf and ollama only)",
     )
     export.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 500MB, 5GB")
     export.set_defaults(func=_cmd_export)

@@ -113,6 +113,8 @@ def test_export_cli_writes_a_verified_gguf_and_refuses_what_it_cannot(tmp_path):
     erniekit("export", run, "--to", "gguf", "--dtype", "q8_0", "--out", tmp_path / "gguf")
     (file,) = (tmp_path / "gguf").glob("*.gguf")
     assert file.name.endswith("-q8_0.gguf") and "ok" in erniekit("verify", tmp_path / "gguf").stdout
+    erniekit("export", run, "--to", "gguf", "--dtype", "f32", "--out", tmp_path / "f32")  # llama.cpp's names
+    assert [p.name for p in (tmp_path / "f32").glob("*.gguf")] == ["run-f32.gguf"]
     err = erniekit("export", run, "--dtype", "q8_0", "--out", tmp_path / "hf", fails=True).stderr
     assert "q8_0 is a GGUF quantisation" in err
     vl = build_model("ernie4_5_vl/debug", seed=0)
