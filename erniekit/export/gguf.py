@@ -2,11 +2,12 @@
 
     erniekit export output/run --to gguf --out out/ [--dtype f32|f16|bf16|q8_0]
 
-Llama-family models are written as llama.cpp's ``llama`` architecture, ERNIE 4.5 as ``ernie4_5`` (dense)
-or ``ernie4_5-moe``; a LoRA run is merged first. Tensors take llama.cpp's names (the ``gguf`` package's
-map from the Hugging Face names ``to_hf_tensors`` gives); a MoE layer's experts are stacked into one
-``[experts, out, in]`` tensor each for gate, up and down. llama.cpp rotates adjacent pairs, so the q and
-k rows of each head of a half-split (Llama) model are permuted to match; ERNIE already rotates adjacent
+Llama-family models are written as llama.cpp's ``llama`` architecture (``qwen2`` with q/k/v biases),
+ERNIE 4.5 as ``ernie4_5`` (dense) or ``ernie4_5-moe``; a LoRA run is merged first. Tensors take
+llama.cpp's names (the ``gguf`` package's map from the Hugging Face names ``to_hf_tensors`` gives); a
+MoE layer's experts are stacked into one ``[experts, out, in]`` tensor each for gate, up and down.
+llama.cpp's ``llama`` rotates adjacent pairs, so the q and k rows of each head of a half-split Llama
+model are permuted to match (its ``qwen2`` rotates halves, as HF does); ERNIE already rotates adjacent
 pairs. Vectors (norms, biases, the router's correction bias) stay float32, as llama.cpp's converter
 writes them; ``q8_0`` quantises the matrices whose rows are whole 32-value blocks (the rest f16). The
 tokenizer goes in as llama.cpp expects: byte-level BPE (``gpt2``: tokens, types, merges, pre-tokenizer)
@@ -42,7 +43,7 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def architecture(args) -> str:
     if args.family == "llama":
-        return "llama"
+        return "qwen2" if args.qkv_bias else "llama"  # llama.cpp's qwen2: q/k/v biases, half-split rotary
     if args.family == "ernie4_5" and args.vision is None:
         if args.linear_bias:
             raise CheckpointError("GGUF export: llama.cpp's ernie4_5 has no projection biases (use_bias)")
@@ -149,7 +150,7 @@ def _tensors(model, arch: str):
         name = names.get_name(base)
         if name is None:
             raise CheckpointError(f"{key}: no llama.cpp tensor name for it ({arch})")
-        if not args.rope_interleaved and base.endswith(("q_proj", "k_proj")) and suffix == "weight":
+        if arch == "llama" and base.endswith(("q_proj", "k_proj")):  # weights and biases alike
             array = permute(array, args.num_heads if base.endswith("q_proj") else args.num_kv_heads)
         yield f"{name}.{suffix}", array
     for (layer, kind), by_index in sorted(experts.items()):

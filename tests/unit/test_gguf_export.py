@@ -58,6 +58,25 @@ def test_llama_export_reads_back(llama_dir, tmp_path, dtype, tolerance):
     assert tensors["output_norm.weight"].tensor_type.name == "F32"  # vectors stay float32
 
 
+def test_qwen2_biases_read_back(llama_dir, tmp_path):
+    """q/k/v biases (Qwen2): written as llama.cpp's qwen2 architecture, no permutation."""
+    import dataclasses
+
+    from erniekit.models import family
+
+    args = dataclasses.replace(load_model(llama_dir).args, qkv_bias=True)
+    model = family("llama").model.build(args)
+    for name, p in model.named_parameters():
+        if name.endswith("qkv_proj.bias"):
+            p.set_value(np.random.default_rng(0).normal(0, 0.5, p.shape).astype("float32"))
+    model.eval()
+    write_gguf(model, load_tokenizer(llama_dir), tmp_path / "q.gguf", "f32")
+    assert fields(tmp_path / "q.gguf")[0]["general.architecture"] == "qwen2"
+    again = load_model(convert_gguf(tmp_path / "q.gguf", tmp_path / "hf"))
+    x = paddle.to_tensor(np.random.RandomState(1).randint(0, args.vocab_size, (2, 9)))
+    assert np.abs(again(x).logits.numpy() - model(x).logits.numpy()).max() == 0.0
+
+
 @pytest.mark.parametrize("flavor", ["ernie4_5/debug", "ernie4_5/debug-moe"])
 def test_ernie_files_carry_llama_cpp_names_shapes_and_vocabulary(tmp_path, flavor):
     import sentencepiece as spm
