@@ -210,6 +210,15 @@ class LoraConfig:
     )
     rslora: bool = option(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r.")
     lora_plus_ratio: float = option(1.0, "LoRA+: B's learning rate is this multiple of optim.lr.", ge=1)
+    quantize: Literal["none", "int8", "int4", "nf4"] = option(
+        "none",
+        "Store the frozen base's linear layers quantised (QLoRA): int8 per output channel, int4 "
+        "group-wise, nf4 (NormalFloat4, double-quantised scales). Embeddings, norms, routers, routed "
+        "experts, the LM head and a vision tower keep their precision.",
+    )
+    quantize_group: int = option(
+        0, "Input rows per scale for int4 / nf4 (0: 128 for int4, 64 for nf4).", ge=0
+    )
 
 
 @dataclass
@@ -376,6 +385,13 @@ class Recipe:
             raise ConfigError(
                 f"unknown target {bad[0]!r}; choose from {', '.join(ALL_TARGETS)}", key="lora.targets"
             )
+        if self.lora.quantize != "none":
+            if not self.lora.enabled:
+                raise ConfigError("quantises LoRA's frozen base: set lora.enabled=true", key="lora.quantize")
+            if self.parallel.tp > 1:
+                raise ConfigError(
+                    "a quantised base is not split by tensor parallelism yet", key="lora.quantize"
+                )
         if isinstance(self.method, PolicyGradientConfig):
             if self.train.grad_accum != 1:
                 raise ConfigError(

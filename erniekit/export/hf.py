@@ -16,9 +16,10 @@ from pathlib import Path
 from erniekit.errors import CheckpointError
 from erniekit.inference.load import load_for_inference
 from erniekit.manifest import sealed
-from erniekit.models import save_pretrained, state_dict_numpy
+from erniekit.models import save_pretrained
 from erniekit.peft.adapter import save_peft_adapter
-from erniekit.peft.lora import lora_layers, merged_state
+from erniekit.peft.lora import base_state, lora_layers, merged_state
+from erniekit.tensors import to_numpy
 from erniekit.trainer.restore import recipe_processor, restore
 
 log = logging.getLogger(__name__)
@@ -83,4 +84,4 @@ def _export_hf(
 
 
 def _base_arrays(model) -> dict:
-    return {k: v for k, v in state_dict_numpy(model).items() if ".lora_" not in k}
+    return {k: to_numpy(v) for k, v in base_state(model).items()}

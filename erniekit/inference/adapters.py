@@ -153,7 +153,11 @@ def lora_factors(model, base, path: str = "adapter") -> dict[str, tuple[np.ndarr
             )
         assert isinstance(layer, LoRALinear)
         target = served.get(name)
-        if not isinstance(target, nn.Linear) or list(target.weight.shape) != list(layer.weight.shape):
+        shape = [
+            layer.lora_A.shape[0],
+            layer.lora_B.shape[1],
+        ]  # [in, out], whether or not the base is quantised
+        if not isinstance(target, nn.Linear) or list(target.weight.shape) != shape:
             raise CheckpointError(f"{path}: adapter layer {name} does not fit the served model")
         factors[name] = (layer.lora_A.numpy(), (layer.delta_b() * layer.scale).numpy())
     return factors

@@ -71,12 +71,30 @@ class LoRALinear(nn.Layer):
         self.register_buffer("mask", paddle.to_tensor(mask, "float32"), persistable=False)
         self.partial = not all(p.active for p in parts)
         self.enabled = True
+        self.quantized = None  # the frozen weight stored quantised (quantize_base)
+
+    def quantize_base(self, fmt: str, group: int = 0) -> None:
+        """Keep the frozen weight as ``fmt`` (erniekit.quant) instead of float: QLoRA."""
+        from erniekit.quant.linear import QuantizedLinear
+
+        self.quantized = QuantizedLinear(self.weight, None, fmt, group)
+        del self.weight
+
+    def base_weight(self) -> paddle.Tensor:
+        """The frozen weight [in, out] as the layer computes with it (dequantised if stored quantised)."""
+        return self.weight if self.quantized is None else self.quantized.dequantized()
+
+    def base_forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.quantized is None:
+            return F.linear(x, self.weight, self.bias)
+        y = self.quantized(x)
+        return y if self.bias is None else y + self.bias
 
     def delta_b(self) -> paddle.Tensor:
         return self.lora_B * self.mask if self.partial else self.lora_B
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        y = F.linear(x, self.weight, self.bias)
+        y = self.base_forward(x)
         if not self.enabled:
             return y
         h = self.dropout(x) if self.dropout is not None else x
@@ -193,12 +211,28 @@ def adapters_disabled(model: nn.Layer):
 
 
 @paddle.no_grad()
+def base_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
+    """The model's state dict without its adapters, frozen weights stored quantised (QLoRA) dequantised:
+    the base the adapters were trained on."""
+    from erniekit.quant.linear import QuantizedLinear
+
+    state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
+    for name, layer in model.named_sublayers():
+        if isinstance(layer, LoRALinear) and layer.quantized is not None:
+            state[f"{name}.weight"] = layer.base_weight()
+        elif isinstance(layer, QuantizedLinear) and not name.endswith(".quantized"):  # not a LoRA base
+            state[f"{name}.weight"] = layer.dequantized()
+    return state
+
+
+@paddle.no_grad()
 def merged_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
     """The model's state dict with every adapter folded into its base weight (adapters not included)."""
-    state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
+    state = base_state(model)
     for name, layer in lora_layers(model):
         if isinstance(layer, LoRALinear):
-            state[f"{name}.weight"] = layer.weight + layer.delta_weight().astype(layer.weight.dtype)
+            base = state[f"{name}.weight"]
+            state[f"{name}.weight"] = base + layer.delta_weight().astype(base.dtype)
         else:
             dug, dd = layer.delta_weights()
             state[f"{name}.up_gate_proj"] = layer.up_gate_proj + dug

@@ -82,7 +82,7 @@ def quantize(weight: np.ndarray, fmt: str, group: int = 0) -> Quantized:
     scale_codes, scale_scale, scale_mean = _quantize_scales(safe.astype(np.float32))
     stored = _dequantize_scales(scale_codes, scale_scale, scale_mean, safe.shape)
     normed = np.clip(grouped / stored[:, None], -1.0, 1.0)
-    codes = np.abs(normed[..., None] - NF4_LEVELS).argmin(axis=-1)  # nearest level
+    codes = np.searchsorted((NF4_LEVELS[1:] + NF4_LEVELS[:-1]) / 2, normed)  # the nearest level
     return Quantized(fmt, (k, n), group, _pack(codes.reshape(k, n)), scale_codes, scale_scale, scale_mean)
 
 
