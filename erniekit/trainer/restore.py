@@ -58,7 +58,7 @@ def model_from_recipe(recipe: Recipe):
         lo = recipe.lora
         apply_lora(model, lo.targets, lo.rank, lo.alpha, lo.dropout, lo.rslora, lo.lora_plus_ratio)
         if lo.quantize != "none":
-            from erniekit.quant.apply import quantize_frozen
+            from erniekit.peft.qlora import quantize_frozen
 
             quantize_frozen(model, lo.quantize, lo.quantize_group)
     return tokenizer, model

@@ -73,7 +73,7 @@ def test_quantized_linear_forward_and_input_gradient_equal_dequantise_then_matmu
 def test_a_quantised_lora_model_trains_only_its_adapters_and_merges():
     from erniekit.models import build_model
     from erniekit.peft.lora import apply_lora, lora_layers, merged_model
-    from erniekit.quant.apply import quantize_frozen
+    from erniekit.peft.qlora import quantize_frozen
 
     model = build_model("ernie4_5/debug-moe", seed=0)
     apply_lora(model, ["q_proj", "v_proj", "down_proj"], rank=4, alpha=8)  # o_proj and others: plain Linears

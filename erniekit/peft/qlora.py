@@ -1,4 +1,4 @@
-"""QLoRA's frozen base: every frozen linear layer of the decoder stored quantised (formats.py).
+"""QLoRA's frozen base: every frozen linear layer of the decoder stored quantised (erniekit.quant).
 
 LoRA layers keep their adapters in float and their frozen weight quantised; the other frozen Linears
 become QuantizedLinear. Embeddings, norms, routers, routed experts, the LM head and a vision tower keep
