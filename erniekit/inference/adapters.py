@@ -116,11 +116,10 @@ def peft_factors(path: str | Path, base) -> dict[str, tuple[np.ndarray, np.ndarr
 def _peft_modules(model) -> dict[str, tuple[str, int, int]]:
     """{transformers module name: (our linear layer, first output column, width)} for every linear
     layer of ``model`` and every part of a fused one, named as PEFT names them (see peft/adapter.py)."""
-    from erniekit.models import family
+    from erniekit.peft.adapter import hf_module_namer
     from erniekit.peft.lora import output_parts
 
-    custom = getattr(family(model.args.family).hf, "peft_module", None)
-    module_of = custom or (lambda name: f"model.{name}")
+    module_of, _ = hf_module_namer(model.args)
     out = {}
     for name, layer in model.named_sublayers():
         if not isinstance(layer, nn.Linear):

@@ -8,6 +8,7 @@ the same update.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,21 @@ from erniekit.peft.lora import LoRAExperts, LoRALinear, lora_layers
 PEFT_PREFIX = "base_model.model."
 
 
+def hf_module_namer(args) -> tuple[Callable[[str], str | None], bool]:
+    """Our module name -> the transformers module PEFT names it by: the family's ``hf.peft_module`` (None
+    where transformers' modules are shaped differently), else the name under ``model.``; and whether
+    the family gave its own."""
+    from erniekit.models import family
+
+    custom = getattr(family(args.family).hf, "peft_module", None)
+    return custom or (lambda name: f"model.{name}"), custom is not None
+
+
 def peft_tensors(model) -> tuple[dict[str, np.ndarray], list[str]]:
     """The adapter tensors under PEFT names, and the HF module names they target. A family's
     ``hf.peft_module(our module name)`` gives the transformers module a layer is (default: under
     ``model.``), or None where transformers' modules are shaped differently."""
-    from erniekit.models import family
-
-    custom = getattr(family(model.args.family).hf, "peft_module", None)
-    module_of = custom or (lambda name: f"model.{name}")
+    module_of, custom = hf_module_namer(model.args)
     tensors: dict[str, np.ndarray] = {}
     targets: set[str] = set()
     for name, layer in lora_layers(model):

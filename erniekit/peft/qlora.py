@@ -31,12 +31,12 @@ def quantize_frozen(model: nn.Layer, fmt: str, group: int = 0) -> dict[str, int]
         parent_name, _, attr = name.rpartition(".")
         if isinstance(layer, LoRALinear) and layer.quantized is None:
             weight = layer.weight
-            before += weight.numpy().nbytes
+            before += _nbytes(weight)
             layer.quantize_base(fmt, _group(fmt, group, weight.shape[0]))
             after += layer.quantized.weight_bytes
         elif isinstance(layer, nn.Linear) and layer.weight.stop_gradient:
             parent = model.get_sublayer(parent_name) if parent_name else model
-            before += layer.weight.numpy().nbytes
+            before += _nbytes(layer.weight)
             quantized = QuantizedLinear.from_linear(layer, fmt, _group(fmt, group, layer.weight.shape[0]))
             setattr(parent, attr, quantized)
             after += quantized.weight_bytes
@@ -53,6 +53,10 @@ def quantize_frozen(model: nn.Layer, fmt: str, group: int = 0) -> dict[str, int]
         after / 1e6,
     )
     return {"layers": layers, "bytes_before": before, "bytes_after": after}
+
+
+def _nbytes(weight) -> int:
+    return int(weight.numel()) * weight.element_size()
 
 
 def _group(fmt: str, group: int, rows: int) -> int:
