@@ -3,9 +3,20 @@
 Arithmetic on the model shape and the degrees (nothing is allocated): check that a recipe fits before
 booking a cluster. Memory per device, for the rank holding the most (the first pipeline stage, which
 also holds the embedding):
-* weights: fp32 (4 B/param); mixed precision autocasts each op's weight, so there is no second copy;
+* weights: fp32 (4 B/param); mixed precision autocasts each op's weight, so there is no second copy.
+  A LoRA base stored quantised (``lora.quantize``, peft/qlora.py) is counted per linear as
+  erniekit/quant/formats.py lays it out: int8 1 + 4/K bytes per weight of a [K, N] linear, int4
+  0.5 + 4/128, nf4 0.5 + (1 + 8/256)/64 (one int8 absmax per group, an fp32 step and mean per block
+  of 256 of them, the last block padded); wint4/8 (ERNIEKit's weight_only_mix) routed experts int4
+  0.5 + 4/K (unless lora.quantize_group groups them), the other linears int8, one scale per column.
+  Embeddings, the LM head, norms, routers and a vision tower stay fp32, and so do routed experts
+  under int8/int4/nf4. Under tensor parallelism a row-split linear's column scales are counted once,
+  not once per rank (about 4N bytes per matrix); the float copy each matmul dequantises for a moment
+  is not counted;
 * gradients: 4 B per trainable parameter; AdamW state 8 B per trainable parameter, divided by the
-  sharding degree (stage 1); LoRA trains ~1% of the parameters; ``model.freeze`` parts train none;
+  sharding degree (stage 1); ``model.freeze`` parts train none. LoRA trains its adapters, r x (K + N)
+  per adapted [K, N] linear (fused q|k|v and gate|up share one A), the tensor-split factor divided by
+  tp; adapters on a vision tower or resampler are guessed at 1% of its parameters;
 * experts are split by ``ep`` (over data ranks or the tensor group), everything else by ``tp`` (a VL
   model's vision encoder too: its blocks and MLPs are split like the decoder's);
 * activations per micro-batch and layer after Korthikanti et al. 2022 (https://arxiv.org/abs/2205.05198,
@@ -28,13 +39,19 @@ attention scores and values, forward and backward).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from erniekit.config.core import ConfigError
 from erniekit.models.common.args import ModelArgs
 from erniekit.ops.cross_entropy import CHUNK_BYTES, KEEP_BYTES
+from erniekit.peft.targets import LINEAR_NAMES, PART_OF
 
 GiB = 1024**3
+PARTS = ("attention", "dense_mlp", "experts", "shared")  # what each decoder layer holds, as Counts names it
+# erniekit/quant/formats.py's, repeated here because that module imports Paddle and plan must not
+QUANT_DEFAULT_GROUP = {"int8": 0, "int4": 128, "nf4": 64}  # 0: the whole input dimension
+NF4_SCALE_BLOCK = 256
 
 
 @dataclass
@@ -94,6 +111,112 @@ def total_params(a: ModelArgs) -> int:
     )
 
 
+def linears(a: ModelArgs) -> dict[str, list[tuple[int, int]]]:
+    """The [K, N] linear weights (K = input width) inside each part of :class:`Counts`: per layer, and
+    one entry per routed expert matrix; whatever else a part counts (norms, routers) is not a linear."""
+    h, d = a.hidden_size, a.head_dim
+
+    def mlp(inter: int) -> list[tuple[int, int]]:
+        return [(h, 2 * inter), (inter, h)] if inter else []
+
+    routed = mlp(a.moe_intermediate_size) + mlp(a.vision_moe_intermediate_size)
+    return {
+        "attention": [(h, (a.num_heads + 2 * a.num_kv_heads) * d), (a.num_heads * d, h)],
+        "dense_mlp": mlp(a.intermediate_size),
+        "experts": a.num_experts * routed,
+        "shared": mlp(a.moe_intermediate_size * a.num_shared_experts) if a.num_experts else [],
+    }
+
+
+def linear_bytes(fmt: str, k: int, n: int, group: int = 0) -> int:
+    """Bytes of a frozen [k, n] weight stored as ``fmt`` ("none": fp32). ``group`` is the input rows per
+    scale, 0 for the format's default; like peft/qlora.py, one that does not divide k becomes their gcd."""
+    if fmt == "none":
+        return 4 * k * n
+    rows = math.gcd(k, group or QUANT_DEFAULT_GROUP[fmt] or k)
+    scales = k // rows * n
+    if fmt == "int8":
+        return k * n + 4 * scales
+    codes = k * n // 2  # two 4-bit codes per byte
+    if fmt == "int4":
+        return codes + 4 * scales
+    blocks = -(-scales // NF4_SCALE_BLOCK)  # nf4: int8 scales padded to whole blocks, fp32 step + mean each
+    return codes + blocks * (NF4_SCALE_BLOCK + 8)
+
+
+def stored_bytes(a: ModelArgs, quantize: str, group: int = 0) -> dict[str, int]:
+    """Bytes of each decoder part of :class:`Counts` (whole, per layer) with its linears stored as
+    ``lora.quantize`` keeps them (peft/qlora.py; ``group`` is lora.quantize_group, for wint4/8 only its
+    experts') and everything else in fp32."""
+    c = count(a)
+    out = {}
+    for part, shapes in linears(a).items():
+        quantised = 0
+        for k, n in shapes:
+            if quantize == "wint4/8":  # ERNIEKit's weight_only_mix: per column, experts' int4 unless grouped
+                fmt, rows = ("int4", group or k) if part == "experts" else ("int8", k)
+            else:  # int8 / int4 / nf4 leave routed experts as they are
+                fmt, rows = ("none" if part == "experts" else quantize), group
+            quantised += linear_bytes(fmt, k, n, rows)
+        weights = sum(k * n for k, n in shapes)
+        out[part] = quantised + 4 * (getattr(c, part) - weights)
+    return out
+
+
+@dataclass
+class PerLayer:
+    """One device's share of something each decoder layer holds (parameters, bytes, adapter
+    parameters), by the kind of layer; :func:`_first_stage` adds it up over the first stage's layers."""
+
+    attention: float  # every layer
+    dense_mlp: float  # a dense layer's MLP
+    moe: float  # an MoE layer's routed experts (this rank's), shared experts and routers
+
+
+def _split(parts: dict[str, float], tp: int, ep: int) -> PerLayer:
+    """Per layer on one device: tensor parallelism splits everything but the routed experts, which are
+    split whole over ``ep`` ranks."""
+    return PerLayer(
+        parts["attention"] / tp, parts["dense_mlp"] / tp, parts["experts"] / ep + parts["shared"] / tp
+    )
+
+
+def _first_stage(a: ModelArgs, pp: int, x: PerLayer) -> float:
+    moe_share = a.num_moe_layers / a.num_layers
+    return -(-a.num_layers // pp) * (x.attention + (1 - moe_share) * x.dense_mlp + moe_share * x.moe)
+
+
+def adapters(a: ModelArgs, lora, tp: int, ep: int) -> PerLayer:
+    """LoRA parameters on one device per layer, as peft/lora.py inserts them: r x (K + N) per adapted
+    linear, the column-split (qkv, up_gate) B or the row-split (o, down) A divided by tp; routed experts
+    (``experts``, ``vision_experts`` targets) one pair per expert matrix, whole experts split by ep."""
+    r, h, targets = lora.rank, a.hidden_size, set(lora.targets)
+    names = {PART_OF.get(t, (t, 0))[0] for t in targets}
+    if "all-linear" in targets:
+        names |= set(LINEAR_NAMES)
+
+    def column(name: str, k: int, n: int) -> float:
+        return r * (k + n / tp) if name in names else 0
+
+    def row(name: str, k: int, n: int) -> float:
+        return r * (k / tp + n) if name in names else 0
+
+    def mlp(inter: int) -> float:
+        return column("up_gate_proj", h, 2 * inter) + row("down_proj", inter, h) if inter else 0
+
+    q, kv = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
+    attention = column("qkv_proj", h, q + 2 * kv) + row("o_proj", q, h)
+    routed = 0.0
+    for target, inter in (
+        ("experts", a.moe_intermediate_size),
+        ("vision_experts", a.vision_moe_intermediate_size),
+    ):
+        if target in targets and inter:
+            routed += a.num_experts / ep * r * (2 * h + 3 * inter)  # up_gate (h + 2I) + down (I + h)
+    shared = mlp(a.moe_intermediate_size * a.num_shared_experts) if a.num_experts else 0
+    return PerLayer(attention, mlp(a.intermediate_size), routed + shared)
+
+
 def check_layout(a: ModelArgs, p) -> None:
     """Layout rules that need the model's shape: checked before any weight is read, and by plan."""
     if p.sequence_parallel and p.tp > 1 and a.num_moe_layers:
@@ -112,17 +235,11 @@ def plan(a: ModelArgs, recipe) -> dict:
     half = t.precision in ("bf16", "fp16") or (t.precision == "auto" and t.device != "cpu")
     tp, pp, shard = p.tp, p.pp, p.sharding.degree
     expert_split = p.ep if p.ep > 1 else 1
-    layers_per_stage = -(-a.num_layers // pp)
     moe_share = a.num_moe_layers / a.num_layers
-    per_layer = (
-        c.attention / tp
-        + (1 - moe_share) * c.dense_mlp / tp
-        + moe_share * (c.experts / expert_split + c.shared / tp)
-    )
+    layers_per_stage = -(-a.num_layers // pp)
     # the first stage also holds the embedding and the vision encoder (and, with pp = 1, the final norm)
-    params = (
-        layers_per_stage * per_layer + c.embedding / tp + c.vision / tp + (a.hidden_size if pp == 1 else 0)
-    )
+    first_only = c.embedding / tp + c.vision / tp + (a.hidden_size if pp == 1 else 0)
+    params = _first_stage(a, pp, _split({k: getattr(c, k) for k in PARTS}, tp, expert_split)) + first_only
     vision_experts = layers_per_stage * moe_share * c.vision_experts / expert_split
     part = {
         "vision_tower": c.vision_tower / tp,
@@ -132,8 +249,12 @@ def plan(a: ModelArgs, recipe) -> dict:
     part["language_model"] = params - sum(part.values())
     trainable = sum(n for name, n in part.items() if name not in recipe.model.freeze)
     if recipe.lora.enabled:
-        trainable = params * 0.01  # adapters: ~1% at typical ranks
-    weight_bytes = params * 4  # fp32 parameters; autocast casts each op's weight to bf16 on the fly
+        trainable = _first_stage(a, pp, adapters(a, recipe.lora, tp, expert_split))
+        trainable += sum(0.01 * part[t] for t in ("vision_tower", "resampler") if t in recipe.lora.targets)
+    # fp32 parameters (autocast casts each op's weight to bf16 on the fly), or LoRA's base quantised
+    quantize = recipe.lora.quantize if recipe.lora.enabled else "none"
+    stored = _split(stored_bytes(a, quantize, recipe.lora.quantize_group), tp, expert_split)
+    weight_bytes = _first_stage(a, pp, stored) + 4 * first_only
     grad_bytes = trainable * 4
     optim_bytes = trainable * 8 / shard  # stage 1: each sharding rank keeps its parameters' moments
     act = 2 if half else 4
@@ -165,6 +286,7 @@ def plan(a: ModelArgs, recipe) -> dict:
         "total_params_B": total_params(a) / 1e9,
         "active_params_B": c.active_per_token / 1e9,
         "params_per_device_B": params / 1e9,
+        "weight_format": "fp32" if quantize == "none" else quantize,
         "weights_GiB": weight_bytes / GiB,
         "grads_GiB": grad_bytes / GiB,
         "optimizer_GiB": optim_bytes / GiB,
@@ -182,6 +304,10 @@ def _vision_tower_trains(recipe) -> bool:
     return "vision_tower" not in recipe.model.freeze
 
 
+def _weights_label(fmt: str) -> str:
+    return "weights (fp32)" if fmt == "fp32" else f"weights (frozen base {fmt})"
+
+
 def render(result: dict, recipe_name: str) -> str:
     rows = [
         ("devices (dp x sharding x tp x pp)", f"{result['devices']}"),
@@ -190,7 +316,7 @@ def render(result: dict, recipe_name: str) -> str:
             f"{result['total_params_B']:.3f} B / {result['active_params_B']:.3f} B",
         ),
         ("parameters on the fullest device", f"{result['params_per_device_B']:.3f} B"),
-        ("weights", f"{result['weights_GiB']:.2f} GiB"),
+        (_weights_label(result["weight_format"]), f"{result['weights_GiB']:.2f} GiB"),
         ("gradients", f"{result['grads_GiB']:.2f} GiB"),
         ("AdamW state", f"{result['optimizer_GiB']:.2f} GiB"),
         ("activations (micro-batches in flight)", f"{result['activations_GiB']:.2f} GiB"),

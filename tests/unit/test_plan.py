@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from erniekit.cli import main
-from erniekit.config import load_recipe
+from erniekit.config import ConfigError, load_recipe
 from erniekit.models import build_model, flavor_args
-from erniekit.parallel.estimate import GiB, count, plan, total_params
+from erniekit.parallel.estimate import GiB, count, linear_bytes, plan, render, total_params
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,7 @@ def test_memory_follows_degrees():
     )
     assert recompute["activations_GiB"] < one["activations_GiB"] / 4
     lora = plan(a, load_recipe("ernie4_5/debug_sft", ["data.max_seq_len=512", "lora.enabled=true"]))
-    assert lora["optimizer_GiB"] == pytest.approx(one["optimizer_GiB"] / 100)
+    assert lora["optimizer_GiB"] < one["optimizer_GiB"] / 100  # rank 8 adapters on a 0.3B model
 
 
 def test_moe_experts_split_by_ep():
@@ -115,3 +117,126 @@ def test_sequence_parallel_with_moe_is_refused_before_any_weight_is_read(tmp_pat
     with pytest.raises(ConfigError, match="sequence parallelism does not combine with MoE"):
         Trainer(debug_recipe(tmp_path, *sp, f"model.path={missing}", "model.flavor=null"))
     plan(flavor_args("ernie4_5/debug"), load_recipe("ernie4_5/debug_sft", sp))  # dense: fine
+
+
+@pytest.mark.parametrize(
+    "flavor, targets",
+    [
+        ("ernie4_5/debug", ["all-linear"]),
+        ("ernie4_5/debug", ["q_proj", "o_proj"]),
+        ("ernie4_5/debug-moe", ["all-linear", "experts"]),
+        ("ernie4_5/debug-moe", ["down_proj"]),
+    ],
+)
+def test_lora_adapters_count_exactly(flavor, targets):
+    """plan's trainable parameters are those apply_lora creates (a fused q|k|v keeps its whole B)."""
+    from erniekit.peft.lora import apply_lora
+
+    model = build_model(flavor, seed=0)
+    apply_lora(model, targets, rank=4, alpha=8.0)
+    real = sum(int(np.prod(p.shape)) for name, p in model.named_parameters() if "lora_" in name)
+    overrides = [f"model.flavor={flavor}", "lora.enabled=true", "lora.rank=4", f"lora.targets={targets}"]
+    planned = plan(flavor_args(flavor), load_recipe("ernie4_5/debug_sft", overrides))
+    assert planned["grads_GiB"] * GiB / 4 == pytest.approx(real)
+
+
+@pytest.mark.parametrize(
+    "fmt, k, n, group",
+    [
+        ("int8", 256, 48, 0),
+        ("int8", 256, 48, 64),
+        ("int4", 256, 48, 128),
+        ("nf4", 256, 48, 64),
+        ("nf4", 128, 40, 32),
+    ],
+)
+def test_linear_bytes_are_what_the_formats_store(fmt, k, n, group):
+    """The last case leaves nf4's final block of 256 scales partly empty: it is stored padded."""
+    from erniekit.parallel import estimate
+    from erniekit.quant import formats
+
+    assert estimate.QUANT_DEFAULT_GROUP == formats.DEFAULT_GROUP  # repeated there to keep Paddle out
+    assert estimate.NF4_SCALE_BLOCK == formats.SCALE_BLOCK
+    weight = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    assert linear_bytes(fmt, k, n, group) == formats.quantize(weight, fmt, group).nbytes
+
+
+def test_quantised_base_weights_follow_the_formats():
+    """A dense model's frozen linears at each format's bytes per weight, worked out here from the shape;
+    embeddings and norms stay fp32."""
+    a = flavor_args("ernie4_5/0.3b")
+    h, inter = a.hidden_size, a.intermediate_size
+    q, kv = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
+    shapes = [(h, q + 2 * kv), (q, h), (h, 2 * inter), (inter, h)]  # [K, N]: qkv, o, up_gate, down
+    per_weight = {
+        "int8": lambda k: 1 + 4 / k,  # one fp32 scale per column
+        "int4": lambda k: 0.5 + 4 / 128,
+        "nf4": lambda k: 0.5 + (1 + 8 / 256) / 64,  # int8 absmax per 64, fp32 step and mean per 256 of them
+    }
+    fp32 = 4 * (a.vocab_size * h * (1 if a.tie_word_embeddings else 2) + a.num_layers * 2 * h + h)
+    base = ["data.max_seq_len=512", "model.flavor=ernie4_5/0.3b", "lora.enabled=true"]
+    unquantised = plan(a, load_recipe("ernie4_5/debug_sft", base))
+    assert "weights (fp32)" in render(unquantised, "r")
+    weights = {"fp32": unquantised["weights_GiB"]}
+    for fmt, bytes_per in per_weight.items():
+        expected = (a.num_layers * sum(k * n * bytes_per(k) for k, n in shapes) + fp32) / GiB
+        result = plan(a, load_recipe("ernie4_5/debug_sft", [*base, f"lora.quantize={fmt}"]))
+        assert result["weight_format"] == fmt
+        assert result["weights_GiB"] == pytest.approx(expected, rel=1e-12)
+        assert f"weights (frozen base {fmt})" in render(result, "r")
+        weights[fmt] = result["weights_GiB"]
+    assert weights["nf4"] < weights["int4"] < weights["int8"] < weights["fp32"]
+    assert weights["fp32"] == pytest.approx(total_params(a) * 4 / GiB)
+
+
+def test_wint4_8_stores_experts_in_an_eighth():
+    """ERNIEKit's wint4/8: routed experts int4 (0.5 + 4/K bytes a weight, ~1/8 of fp32), the other
+    linears int8 like plain int8, which leaves the experts in fp32."""
+    a = flavor_args("ernie4_5/21b-a3b")
+    base = ["data.max_seq_len=512", "model.flavor=ernie4_5/21b-a3b", "lora.enabled=true"]
+    mix = plan(a, load_recipe("ernie4_5/debug_sft", [*base, "lora.quantize=wint4/8"]))
+    int8 = plan(a, load_recipe("ernie4_5/debug_sft", [*base, "lora.quantize=int8"]))
+    experts_fp32 = a.num_moe_layers * count(a).experts * 4 / GiB
+    experts_int4 = experts_fp32 - (int8["weights_GiB"] - mix["weights_GiB"])
+    assert experts_int4 / experts_fp32 == pytest.approx(1 / 8, rel=0.01)
+    assert mix["weight_format"] == "wint4/8"
+
+
+def _ernie_300b_lora_8k(*layout: str, quantize: str = "wint4/8"):
+    """ERNIEKit's 300B-A47B wint4/8 LoRA run (8K, micro-batch 1, recompute, bf16 on GPUs, lora_rank 32).
+
+    Recipe validation refuses a quantised base under tp > 1 (and wint4/8 experts under ep > 1): the
+    runtime cannot split it yet. To plan ERNIEKit's layout anyway, the recipe is validated unquantised
+    and the format set afterwards; training keeps the refusal."""
+    overrides = [
+        "model.flavor=ernie4_5/300b-a47b",
+        "data.max_seq_len=8192",
+        "train.micro_batch_size=1",
+        "train.precision=bf16",
+        "train.device=gpu",
+        "parallel.recompute.enabled=true",
+        "lora.enabled=true",
+        "lora.rank=32",
+        *layout,
+    ]
+    recipe = load_recipe("ernie4_5/debug_sft", overrides)
+    return dataclasses.replace(recipe, lora=dataclasses.replace(recipe.lora, quantize=quantize))
+
+
+def test_300b_a47b_lora_wint4_8_fits_four_80gb_gpus():
+    """ERNIEKit's claim (docs/wint8mix_lora.md): LoRA wint4/8 trains the 300B model at 8K on 4 x 80 GB.
+    Its recipe runs TP 4 with the experts on the tensor group (moe_group: mp): 16 int4 experts a rank."""
+    a = flavor_args("ernie4_5/300b-a47b")
+    layout = ["parallel.tp=4", "parallel.ep=4", "parallel.ep_group=tp"]
+    quantised = ["model.flavor=ernie4_5/300b-a47b", "lora.enabled=true", "lora.quantize=wint4/8"]
+    with pytest.raises(ConfigError, match="not split by tensor parallelism"):
+        load_recipe("ernie4_5/debug_sft", [*quantised, *layout])
+    result = plan(a, _ernie_300b_lora_8k(*layout))
+    assert result["devices"] == 4
+    assert result["total_GiB"] * GiB < 80e9
+    fp32 = plan(a, _ernie_300b_lora_8k(*layout, quantize="none"))
+    assert fp32["total_GiB"] * GiB > 3 * 80e9  # unquantised: more than three GPUs' worth on each
+    # what today's config accepts on four GPUs: four pipeline stages (tp = ep = 1)
+    pp = ["parallel.pp=4", "train.grad_accum=4"]
+    load_recipe("ernie4_5/debug_sft", [*quantised, *pp])
+    assert plan(a, _ernie_300b_lora_8k(*pp))["total_GiB"] * GiB < 80e9
