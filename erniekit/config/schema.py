@@ -210,14 +210,19 @@ class LoraConfig:
     )
     rslora: bool = option(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r.")
     lora_plus_ratio: float = option(1.0, "LoRA+: B's learning rate is this multiple of optim.lr.", ge=1)
-    quantize: Literal["none", "int8", "int4", "nf4"] = option(
+    quantize: Literal["none", "int8", "int4", "nf4", "wint4/8"] = option(
         "none",
-        "Store the frozen base's linear layers quantised (QLoRA): int8 per output channel, int4 "
-        "group-wise, nf4 (NormalFloat4, double-quantised scales). Embeddings, norms, routers, routed "
-        "experts, the LM head and a vision tower keep their precision.",
+        "Store the frozen base's linear layers quantised (QLoRA), read from the checkpoint straight "
+        "into that form: int8 per output channel, int4 group-wise, nf4 (NormalFloat4, double-quantised "
+        "scales), or ERNIEKit's wint4/8 (routed experts int4, the other linears int8, per channel). "
+        "Embeddings, norms, routers, the LM head and a vision tower keep their precision; routed "
+        "experts too, except with wint4/8.",
     )
     quantize_group: int = option(
-        0, "Input rows per scale for int4 / nf4 (0: 128 for int4, 64 for nf4).", ge=0
+        0,
+        "Input rows per scale for int4 / nf4 and wint4/8's experts (0: 128 for int4, 64 for nf4, "
+        "the whole input for wint4/8).",
+        ge=0,
     )
 
 
@@ -392,6 +397,15 @@ class Recipe:
                 raise ConfigError(
                     "a quantised base is not split by tensor parallelism yet", key="lora.quantize"
                 )
+            expert_targets = [t for t in self.lora.targets if t in ("experts", "vision_experts")]
+            if self.lora.quantize == "wint4/8" and expert_targets:
+                raise ConfigError(
+                    "wint4/8 stores the routed experts in int4, which carry no adapters yet: drop "
+                    f"{expert_targets[0]} from lora.targets",
+                    key="lora.targets",
+                )
+            if self.lora.quantize == "wint4/8" and self.parallel.ep > 1:
+                raise ConfigError("int4 experts are not split by expert parallelism yet", key="lora.quantize")
         if isinstance(self.method, PolicyGradientConfig):
             if self.train.grad_accum != 1:
                 raise ConfigError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -96,12 +97,19 @@ def load_args(path: str | Path) -> ModelArgs:
         raise CheckpointError(f"{Path(path) / 'config.json'}: missing key {e.args[0]}") from None
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
+def load_model(path: str | Path, dtype: str = "float32", store: Callable | None = None):
     """Build the model described by ``path/config.json`` and load its safetensors weights.
 
     Refuses a checkpoint with a missing, unexpected (beyond known ignorable ones) or wrong-shaped
-    tensor, naming that tensor.
+    tensor, naming that tensor. Tensors are read one at a time. ``store(model)``, when given, runs on
+    the model built without memory (``paddle.LazyGuard``) and returns {parameter name: setter} for the
+    tensors the caller keeps its own way; each setter receives its array as it is read (QLoRA quantises
+    its frozen base so, and the float base never exists whole).
     """
+    import contextlib
+
+    import paddle
+
     from erniekit.manifest import verify
     from erniekit.models.common.weights import (
         TensorSource,
@@ -113,7 +121,8 @@ def load_model(path: str | Path, dtype: str = "float32"):
     args = load_args(path)
     verify(resolve_path(path), missing="ignore")  # an erniekit export or conversion carries a manifest
     fam = family(args.family)
-    model = fam.model.build(args)
+    with paddle.LazyGuard() if store else contextlib.nullcontext():
+        model = fam.model.build(args)
     source = TensorSource(resolve_path(path))
     if hasattr(fam.hf, "canonical_names"):  # families whose releases place some tensors differently
         source.rename(fam.hf.canonical_names(source.keys()))
@@ -136,8 +145,16 @@ def load_model(path: str | Path, dtype: str = "float32"):
     extra = [k for k in source.location if k not in expected and not any(p in k for p in ignorable)]
     if extra:
         raise CheckpointError(f"{path}: unexpected tensor {extra[0]} (not part of this config.json's model)")
-    arrays = {r.internal: rule_to_internal(r, source.get, transpose) for r in rules}
-    check_and_assign(model, arrays, str(path))
+    unread = set(state) - {r.internal for r in rules}
+    if unread:
+        raise CheckpointError(f"{path}: no weights for {sorted(unread)[0]}")
+    setters = store(model) if store else {}
+    for rule in rules:
+        value = rule_to_internal(rule, source.get, transpose)
+        if rule.internal in setters:
+            setters[rule.internal](value)
+        else:
+            check_and_assign(state, {rule.internal: value}, str(path), required=())
     return _cast(model, dtype)
 
 

@@ -120,5 +120,7 @@ def segment_attention(q, k, v, lengths: list[int]) -> paddle.Tensor:
 
 def grouped_mlp(x_sorted, counts: list[int], up_gate, down) -> paddle.Tensor:
     """Expert SwiGLU MLPs on contiguous row segments: rows of expert e are counts[e] consecutive rows of
-    x_sorted [R, H]; up_gate [E, H, 2I], down [E, I, H] -> [R, H]."""
+    x_sorted [R, H]; up_gate [E, H, 2I], down [E, I, H] -> [R, H]. Quantised stacks run the reference."""
+    if not isinstance(up_gate, paddle.Tensor):
+        return moe.reference(x_sorted, counts, up_gate, down)
     return kernel("grouped_mlp")(x_sorted, counts, up_gate, down)

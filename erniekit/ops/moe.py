@@ -2,7 +2,9 @@
 
 Legend: R routed rows (tokens x k, minus any dropped), H hidden, E experts, I expert intermediate size.
 x_sorted [R, H] holds counts[e] consecutive rows for expert e (in expert order); up_gate [E, H, 2I] and
-down [E, I, H] are the stacked expert weights. Nothing is padded to a capacity.
+down [E, I, H] are the stacked expert weights. Nothing is padded to a capacity. The reference also takes
+frozen quantised stacks (erniekit.quant.linear.QuantizedStack) in their place: indexed per expert, they
+dequantise one expert's matrix for one matmul, forward and again backward.
 """
 
 from __future__ import annotations
@@ -32,20 +34,25 @@ class _GroupedMLP(PyLayer):
     def forward(ctx, x, up_gate, down, counts):
         live = [e for e, n in enumerate(counts) if n]
         sizes = [counts[e] for e in live]
-        up_gate_e, down_e = paddle.unbind(up_gate), paddle.unbind(down)
+        up_gate_e, down_e = _per_expert(up_gate), _per_expert(down)
         pre = paddle.concat([paddle.matmul(seg, up_gate_e[e]) for seg, e in zip(_split(x, sizes), live)])
         act = _swiglu_parts(pre)[2]  # [R, I]
         out = paddle.concat([paddle.matmul(a, down_e[e]) for a, e in zip(_split(act, sizes), live)])
-        ctx.save_for_backward(x, up_gate, down, pre)
+        if isinstance(up_gate, paddle.Tensor):
+            ctx.save_for_backward(x, up_gate, down, pre)
+        else:  # quantised stacks are not tensors: keep them by reference
+            ctx.save_for_backward(x, pre)
+            ctx.stacks = (up_gate, down)
         ctx.live, ctx.sizes = live, sizes
         ctx.weight_grads = not (up_gate.stop_gradient and down.stop_gradient)  # frozen experts: skip dW
         return out
 
     @staticmethod
     def backward(ctx, dy):
-        x, up_gate, down, pre = ctx.saved_tensor()
+        saved = ctx.saved_tensor()
+        (x, up_gate, down, pre) = saved if len(saved) == 4 else (saved[0], *ctx.stacks, saved[1])
         live, sizes = ctx.live, ctx.sizes
-        up_gate_e, down_e = paddle.unbind(up_gate), paddle.unbind(down)
+        up_gate_e, down_e = _per_expert(up_gate), _per_expert(down)
         gate, up, act = _swiglu_parts(pre)
         dy_s = _split(dy, sizes)
         d_act = paddle.concat([paddle.matmul(d, down_e[e], transpose_y=True) for d, e in zip(dy_s, live)])
@@ -55,6 +62,8 @@ class _GroupedMLP(PyLayer):
         d_pre = paddle.concat([d_gate, d_act * silu], axis=-1)  # [R, 2I]
         d_pre_s = _split(d_pre, sizes)
         dx = paddle.concat([paddle.matmul(d, up_gate_e[e], transpose_y=True) for d, e in zip(d_pre_s, live)])
+        if not isinstance(up_gate, paddle.Tensor):  # quantised stacks: x is the only tensor input
+            return dx
         if not ctx.weight_grads:
             return dx, None, None
         d_up_gate, d_down = [None] * len(up_gate_e), [None] * len(down_e)
@@ -64,6 +73,10 @@ class _GroupedMLP(PyLayer):
         for e in set(range(len(d_down))) - set(live):  # experts that received no rows
             d_up_gate[e], d_down[e] = paddle.zeros_like(up_gate_e[e]), paddle.zeros_like(down_e[e])
         return dx, paddle.stack(d_up_gate), paddle.stack(d_down)
+
+
+def _per_expert(stack):
+    return paddle.unbind(stack) if isinstance(stack, paddle.Tensor) else stack
 
 
 def _split(t: paddle.Tensor, sizes: list[int]) -> list[paddle.Tensor]:

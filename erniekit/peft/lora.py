@@ -26,6 +26,7 @@ from paddle import nn
 from erniekit.models.common.args import ModelArgs
 from erniekit.models.common.moe import Experts
 from erniekit.peft.targets import ALL_TARGETS, EXPERT_SETS, FUSED_PARTS, LINEAR_NAMES, PART_OF, VISION_PARTS
+from erniekit.quant.linear import QuantizedLinear
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,17 @@ class LoRALinear(nn.Layer):
         parts: list[Part],
     ):
         super().__init__()
-        self.weight, self.bias = base.weight, base.bias
-        self.weight.stop_gradient = True
+        # the frozen weight: a float parameter, or a QuantizedLinear's codes (QLoRA, peft/qlora.py)
+        self.quantized = base if isinstance(base, QuantizedLinear) else None
+        if self.quantized is None:
+            self.weight = base.weight
+            self.weight.stop_gradient = True
+        self.bias = base.bias
         if self.bias is not None:
             self.bias.stop_gradient = True
-        fan_in, fan_out = self.weight.shape
+        if self.quantized is not None:
+            self.quantized.bias = None  # added here, under the layer's usual name
+        fan_in, fan_out = base.shape if self.quantized is not None else self.weight.shape
         self.rank, self.parts = rank, parts
         self.scale = alpha / math.sqrt(rank) if rslora else alpha / rank
         self.lora_A = self.create_parameter([fan_in, rank], default_initializer=_init_a([fan_in, rank]))
@@ -71,14 +78,6 @@ class LoRALinear(nn.Layer):
         self.register_buffer("mask", paddle.to_tensor(mask, "float32"), persistable=False)
         self.partial = not all(p.active for p in parts)
         self.enabled = True
-        self.quantized = None  # the frozen weight stored quantised (quantize_base)
-
-    def quantize_base(self, fmt: str, group: int = 0) -> None:
-        """Keep the frozen weight as ``fmt`` (erniekit.quant) instead of float: QLoRA."""
-        from erniekit.quant.linear import QuantizedLinear
-
-        self.quantized = QuantizedLinear(self.weight, None, fmt, group)
-        del self.weight
 
     def base_weight(self) -> paddle.Tensor:
         """The frozen weight [in, out] as the layer computes with it (dequantised if stored quantised)."""
@@ -141,9 +140,14 @@ class LoRAExperts(Experts):
         return self.up_gate_proj + d_up_gate, self.down_proj + d_down
 
 
+def _shape(layer: nn.Layer) -> tuple[int, int]:
+    """A linear's [in, out], its weight float or quantised."""
+    return tuple(layer.shape) if isinstance(layer, QuantizedLinear) else tuple(layer.weight.shape)
+
+
 def output_parts(name: str, layer: nn.Linear, args: ModelArgs, wanted: set[str]) -> list[Part]:
     """The output-column slices of a layer, each marked active when the targets ask for it."""
-    out = layer.weight.shape[1]
+    out = _shape(layer)[1]
     if name not in FUSED_PARTS:
         return [Part(name, out, True)]
     if name == "qkv_proj":
@@ -181,7 +185,8 @@ def apply_lora(
         parent = model if not parent_name else model.get_sublayer(parent_name)
         in_vision = name.startswith("vision.")
         vision_linear = vision_prefixes and name.startswith(vision_prefixes) and "patch_embed" not in attr
-        if isinstance(layer, nn.Linear) and ((attr in layer_names and not in_vision) or vision_linear):
+        linear = isinstance(layer, (nn.Linear, QuantizedLinear))
+        if linear and ((attr in layer_names and not in_vision) or vision_linear):
             parts = output_parts(attr, layer, model.args, wanted)
             setattr(parent, attr, LoRALinear(layer, rank, alpha, dropout, rslora, lora_plus_ratio, parts))
             adapted.append(name)
@@ -214,14 +219,14 @@ def adapters_disabled(model: nn.Layer):
 def base_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
     """The model's state dict without its adapters, frozen weights stored quantised (QLoRA) dequantised:
     the base the adapters were trained on."""
-    from erniekit.quant.linear import QuantizedLinear
-
     state = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
     for name, layer in model.named_sublayers():
         if isinstance(layer, LoRALinear) and layer.quantized is not None:
             state[f"{name}.weight"] = layer.base_weight()
-        elif isinstance(layer, QuantizedLinear) and not name.endswith(".quantized"):  # not a LoRA base
-            state[f"{name}.weight"] = layer.dequantized()
+        elif isinstance(layer, QuantizedLinear) and not name.endswith(".quantized"):
+            state[f"{name}.weight"] = layer.dequantized()  # a quantised layer without adapters
+        elif hasattr(layer, "dequantized_state"):  # quantised experts (wint4/8)
+            state.update({f"{name}.{k}": v for k, v in layer.dequantized_state().items()})
     return state
 
 

@@ -11,7 +11,8 @@ A Paddle Linear weight is [K, N] (in, out); every format quantises each output c
 
 ``quantize`` runs once, in NumPy, when a base is loaded; ``dequantize`` rebuilds the float weight in
 Paddle for one matmul (see linear.py). Storage per weight, K x N = 4 bytes each in fp32: int8 1 + 4/K,
-int4 0.5 + 4/128, nf4 0.5 + (1 + 4/256)/64 bytes per weight.
+int4 0.5 + 4/128, nf4 0.5 + (1 + 8/256)/64 bytes per weight (each block of 256 int8 scales keeps a float32
+step and mean; the last block is padded).
 """
 
 from __future__ import annotations
@@ -86,22 +87,35 @@ def quantize(weight: np.ndarray, fmt: str, group: int = 0) -> Quantized:
     return Quantized(fmt, (k, n), group, _pack(codes.reshape(k, n)), scale_codes, scale_scale, scale_mean)
 
 
-def dequantize(q: Quantized, tensors: dict[str, paddle.Tensor], dtype: str = "float32") -> paddle.Tensor:
-    """The float [K, N] weight from the device copies of ``q``'s arrays (``to_tensors(q)``)."""
+def dequantize(
+    q: Quantized, tensors: dict[str, paddle.Tensor], dtype: str = "float32", rows: slice | None = None
+) -> paddle.Tensor:
+    """The float [K, N] weight from the device copies of ``q``'s arrays (``to_tensors(q)``); with
+    ``rows`` only those input rows (whole groups, int8/int4: one expert of a stacked [E*K, N] weight)."""
     k, n = q.shape
-    if q.format == "int8":
-        values = tensors["codes"].astype(dtype).reshape([k // q.group, q.group, n])
-        return (values * tensors["scales"].astype(dtype).unsqueeze(1)).reshape([k, n])
+    if rows is not None:
+        if q.format == "nf4" or rows.start % q.group or rows.stop % q.group:
+            raise ValueError(f"{q.format}: rows {rows.start}:{rows.stop} do not cut whole groups")
+        return _dequantize_int(q, tensors, dtype, rows.start, rows.stop)
+    if q.format != "nf4":
+        return _dequantize_int(q, tensors, dtype, 0, k)
     codes = _unpack(tensors["codes"], k, n)
-    if q.format == "int4":
-        values = (codes.astype(dtype) - 8.0).reshape([k // q.group, q.group, n])
-        return (values * tensors["scales"].astype(dtype).unsqueeze(1)).reshape([k, n])
     levels = paddle.gather(tensors["levels"], codes.astype("int64").flatten()).reshape(
         [k // q.group, q.group, n]
     )
     scales = tensors["scale_codes"].astype("float32").reshape([-1, SCALE_BLOCK]) * tensors["scale_scale"]
     scales = (scales + tensors["scale_mean"]).flatten()[: (k // q.group) * n].reshape([k // q.group, n])
     return (levels * scales.unsqueeze(1)).reshape([k, n]).astype(dtype)
+
+
+def _dequantize_int(q: Quantized, tensors: dict, dtype: str, start: int, stop: int) -> paddle.Tensor:
+    n, rows = q.shape[1], stop - start
+    scales = tensors["scales"][start // q.group : stop // q.group].astype(dtype).unsqueeze(1)
+    if q.format == "int8":
+        values = tensors["codes"][start:stop].astype(dtype)
+    else:
+        values = _unpack(tensors["codes"][start // 2 : stop // 2], rows, n).astype(dtype) - 8.0
+    return (values.reshape([rows // q.group, q.group, n]) * scales).reshape([rows, n])
 
 
 def to_tensors(q: Quantized) -> dict[str, paddle.Tensor]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from erniekit.errors import CheckpointError
 from erniekit.models import adapt_tokenizer, build_model, flavor_args, load_model
 from erniekit.models.common.moe import set_capacity
 from erniekit.models.common.weights import check_and_assign
+from erniekit.peft import qlora
 from erniekit.tokenizer import load_tokenizer
 from erniekit.trainer import checkpoint as ckpt
 
@@ -37,10 +39,15 @@ def model_from_recipe(recipe: Recipe):
     m = recipe.model
     ops.configure(m.fused_ops)
     tokenizer = load_tokenizer(m.tokenizer or m.path, recipe.data.template)
+    lo = recipe.lora
+    quantize = lo.quantize if lo.enabled and lo.quantize != "none" else None  # QLoRA: as it is read
     if m.path is not None:
-        model = load_model(m.path)
+        store = partial(qlora.quantized_layers, fmt=quantize, group=lo.quantize_group) if quantize else None
+        model = load_model(m.path, store=store)
     else:
         model = build_model(flavor_args(m.flavor), seed=recipe.train.seed)
+        if quantize:
+            qlora.quantize_base(model, quantize, lo.quantize_group)
     if tokenizer.vocab_size > model.args.vocab_size:
         raise ConfigError(
             f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is "
@@ -52,15 +59,12 @@ def model_from_recipe(recipe: Recipe):
     if m.router_aux_loss_coef is not None:
         model.args = dataclasses.replace(model.args, router_aux_loss_coef=m.router_aux_loss_coef)
     freeze(model, m.freeze)
-    if recipe.lora.enabled:
+    if lo.enabled:
         from erniekit.peft.lora import apply_lora
 
-        lo = recipe.lora
         apply_lora(model, lo.targets, lo.rank, lo.alpha, lo.dropout, lo.rslora, lo.lora_plus_ratio)
-        if lo.quantize != "none":
-            from erniekit.peft.qlora import quantize_frozen
-
-            quantize_frozen(model, lo.quantize, lo.quantize_group)
+    if quantize:
+        qlora.log_storage(model, quantize)
     return tokenizer, model
 
 

@@ -73,18 +73,20 @@ def test_quantized_linear_forward_and_input_gradient_equal_dequantise_then_matmu
 def test_a_quantised_lora_model_trains_only_its_adapters_and_merges():
     from erniekit.models import build_model
     from erniekit.peft.lora import apply_lora, lora_layers, merged_model
-    from erniekit.peft.qlora import quantize_frozen
+    from erniekit.peft.qlora import quantize_base, storage
 
     model = build_model("ernie4_5/debug-moe", seed=0)
-    apply_lora(model, ["q_proj", "v_proj", "down_proj"], rank=4, alpha=8)  # o_proj and others: plain Linears
     x = paddle.to_tensor(np.random.default_rng(0).integers(0, 1000, (2, 12)))
     before = model(x).logits.numpy()
-    stats = quantize_frozen(model, "int8")
-    assert stats["bytes_after"] < stats["bytes_before"] / 3.5  # 1/4 plus a scale per column of 64 rows
+    quantize_base(model, "int8")
+    apply_lora(model, ["q_proj", "v_proj", "down_proj"], rank=4, alpha=8)  # o_proj and others: plain Linears
+    stats = storage(model)
+    assert stats["bytes"] < stats["bytes_float"] / 3.5  # 1/4 plus a scale per column of 64 rows
     after = model(x).logits.numpy()
     assert np.abs(after - before).mean() < 0.02 * np.abs(before).mean()  # int8 keeps it (measured 1.2%)
     trainable = [n for n, p in model.named_parameters() if not p.stop_gradient]
     assert trainable and all(".lora_" in n for n in trainable)
+    assert not [n for n in model.state_dict() if ".quantized." in n]  # names as without quantisation
     loss = model(x).logits.mean()
     loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if not p.stop_gradient)
@@ -93,3 +95,66 @@ def test_a_quantised_lora_model_trains_only_its_adapters_and_merges():
     merged = merged_model(model)  # a plain model: dequantised base + adapters, as the run computes
     model.eval()
     np.testing.assert_allclose(merged(x).logits.numpy(), model(x).logits.numpy(), atol=1e-4)
+
+
+def _dequantised_copy(model, flavor):
+    """A float model holding exactly the weights a quantised ``model`` computes with."""
+    from erniekit.models import build_model
+    from erniekit.models.common.weights import check_and_assign
+    from erniekit.peft.lora import base_state
+
+    plain = build_model(flavor)
+    check_and_assign(plain, {k: v.numpy() for k, v in base_state(model).items()}, "dequantised")
+    return plain
+
+
+def test_wint4_8_keeps_experts_in_int4_and_computes_with_what_it_stores():
+    from erniekit.models import build_model
+    from erniekit.peft.qlora import QuantizedExperts, quantize_base, storage
+    from erniekit.quant.linear import QuantizedLinear
+
+    flavor = "ernie4_5/debug-moe"
+    model = build_model(flavor, seed=0)
+    float_experts = sum(4 * int(np.prod(p.shape)) for n, p in model.named_parameters() if ".experts." in n)
+    quantize_base(model, "wint4/8")
+    experts = [m for _, m in model.named_sublayers() if isinstance(m, QuantizedExperts)]
+    linears = [m for _, m in model.named_sublayers() if isinstance(m, QuantizedLinear)]
+    assert experts and linears
+    assert {m.fmt for m in linears} == {"int8"}
+    assert all(m.up_gate_stack.fmt == "int4" and m.down_stack.fmt == "int4" for m in experts)
+    expert_bytes = sum(m.weight_bytes for m in experts)
+    assert expert_bytes < float_experts / 6  # 0.5 byte + a scale per column of each (small) expert
+    assert storage(model)["bytes"] < storage(model)["bytes_float"] / 4
+    plain = _dequantised_copy(model, flavor)
+    x = paddle.to_tensor(np.random.default_rng(1).integers(0, 1000, (2, 10)))
+    np.testing.assert_allclose(model(x).logits.numpy(), plain(x).logits.numpy(), atol=1e-5, rtol=1e-5)
+    # one experts layer alone: its input gradient equals the float experts' (and no weight gradient)
+    name = next(n for n, m in model.named_sublayers() if isinstance(m, QuantizedExperts))
+    rng = np.random.default_rng(2)
+    tokens = rng.normal(size=(7, model.args.hidden_size)).astype("float32")
+    chosen = paddle.to_tensor(rng.integers(0, model.args.num_experts, (7, 2)))
+    weights = paddle.to_tensor(rng.random((7, 2)).astype("float32"))
+    grads = []
+    for m in (model, plain):
+        t = paddle.to_tensor(tokens, stop_gradient=False)
+        out = m.get_sublayer(name)(t, chosen, weights)
+        out.square().sum().backward()
+        grads.append((out.numpy(), t.grad.numpy()))
+    np.testing.assert_allclose(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], atol=1e-5, rtol=1e-4)
+
+
+def test_loading_quantises_each_tensor_as_it_is_read(tmp_path):
+    """load_model(store=...) builds the model without memory and quantises every linear from the
+    file: the same codes as quantising the float model in memory, and the same logits."""
+    from erniekit.models import build_model, load_model, save_pretrained
+    from erniekit.peft import qlora
+
+    flavor = "ernie4_5/debug-moe"
+    model = build_model(flavor, seed=3)
+    save_pretrained(model, tmp_path)
+    loaded = load_model(tmp_path, store=lambda m: qlora.quantized_layers(m, "nf4"))
+    qlora.quantize_base(model, "nf4")
+    x = paddle.to_tensor(np.random.default_rng(2).integers(0, 1000, (1, 9)))
+    np.testing.assert_array_equal(loaded(x).logits.numpy(), model(x).logits.numpy())
+    assert qlora.storage(loaded) == qlora.storage(model)
