@@ -1,7 +1,15 @@
-"""SFT training throughput and peak memory: full fine-tuning vs LoRA, each in its own process.
+"""SFT training throughput and peak memory: full fine-tuning vs LoRA vs QLoRA, each in its own process.
 
     python -m benchmarks.sft [--models ernie4_5/0.3b] [--seq 512] [--batch 1] [--steps 4]
     python -m benchmarks.sft --models path/to/SmolLM2-135M-Instruct   # an HF directory works too
+    python -m benchmarks.sft --name qlora --methods lora qlora-int8 qlora-int4 qlora-nf4 --from-disk \
+        --models ernie4_5/0.3b .cache/demo/models/SmolLM2-135M-Instruct
+
+Methods: ``full``, ``lora`` (fp32 frozen base) and ``qlora-<format>`` (LoRA with ``lora.quantize``).
+With ``--from-disk`` a flavor is first written to a model directory (random weights) and every row
+loads it from there, as a user's run loads a checkpoint: a quantised base is then quantised tensor by
+tensor as it is read, which is what decides its peak memory. ``weights_MB`` is what the model holds
+(parameters plus quantised codes and scales).
 
 Every configuration runs the real trainer (erniekit.trainer.Trainer) for a few optimizer steps in a fresh
 child process, so peak RSS is that run's alone; rows are measured one after another in one invocation.
@@ -28,12 +36,14 @@ def child(spec: dict) -> dict:
     from erniekit.trainer.metrics import read_metrics
 
     tmp = Path(spec["tmp"])
-    model = spec["model"]
-    model_args = (
-        [f"model.flavor={model}"]
-        if "/" in model and not Path(model).exists()
-        else [f"model.path={model}", "model.flavor=null", "model.tokenizer=null"]
-    )
+    model = spec.get("path") or spec["model"]
+    if not Path(model).exists():
+        model_args = [f"model.flavor={model}"]
+    else:  # a directory without its own tokenizer (a saved flavor) keeps the recipe's
+        tokenizer = [] if spec.get("path") else ["model.tokenizer=null"]
+        model_args = [f"model.path={model}", "model.flavor=null", *tokenizer]
+    method = spec["method"]
+    quantize = method.removeprefix("qlora-") if method.startswith("qlora-") else "none"
     overrides = [
         *model_args,
         f"train.output_dir={tmp / 'out'}",
@@ -47,59 +57,84 @@ def child(spec: dict) -> dict:
         "train.eval_every=0",
         "data.eval_holdout=0",
         "checkpoint.final=false",
-        f"lora.enabled={spec['method'] == 'lora'}",
+        f"lora.enabled={method != 'full'}",
+        f"lora.quantize={quantize}",
     ]
     trainer = Trainer(load_recipe("ernie4_5/debug_sft", overrides))
     a = trainer.model.args
     total = sum(int(p.numel()) for p in trainer.model.parameters())
     trainable = sum(int(p.numel()) for p in trainer.params)
+    held = sum(int(p.numel()) * p.element_size() for p in trainer.model.parameters())
+    if quantize != "none":
+        from erniekit.peft.qlora import storage
+
+        q = storage(trainer.model)
+        total += q["bytes_float"] // 4  # the quantised weights are parameters of the model too
+        held += q["bytes"]
     trainer.fit()
     records = [r for r in read_metrics(trainer.output_dir / "metrics.jsonl") if "loss" in r]
     tps = statistics.median(r["tokens_per_sec"] for r in records[1:])
     attention = 6 * a.num_layers * spec["seq"] * a.num_heads * a.head_dim
-    dense = 6 * total if spec["method"] == "full" else 4 * total + 6 * trainable
+    dense = 6 * total if method == "full" else 4 * total + 6 * trainable
     return {
-        "model": model,
-        "method": spec["method"],
+        "model": spec["model"],
+        "method": method,
         "seq": spec["seq"],
         "batch": spec["batch"],
         "params_M": total / 1e6,
         "trainable_M": trainable / 1e6,
         "tokens_per_sec": tps,
         "gflops_per_sec": (dense + attention) * tps / 1e9,
+        "weights_MB": held / 1e6,
+        "step_s": spec["seq"] * spec["batch"] / tps,
         "peak_rss_MB": peak_rss_mb(),
         "final_loss": records[-1]["loss"],
     }
 
 
-def run_rows(models: list[str], methods: list[str], seq: int, batch: int, steps: int) -> list[dict]:
+def run_rows(
+    models: list[str], methods: list[str], seq: int, batch: int, steps: int, from_disk: bool = False
+) -> list[dict]:
     rows = []
     for model in models:
-        for method in methods:
-            with tempfile.TemporaryDirectory() as tmp:
-                spec = {
-                    "model": model,
-                    "method": method,
-                    "seq": seq,
-                    "batch": batch,
-                    "steps": steps,
-                    "tmp": tmp,
-                }
-                rows.append(run_child(child_command("benchmarks.sft", spec)))
-                print(
-                    f"  {model} {method}: {rows[-1]['tokens_per_sec']:.0f} tokens/s, "
-                    f"{rows[-1]['peak_rss_MB']:.0f} MB",
-                    file=sys.stderr,
-                )
+        with tempfile.TemporaryDirectory() as saved:
+            path = _saved_flavor(model, Path(saved)) if from_disk and not Path(model).exists() else None
+            for method in methods:
+                rows.append(_run_row(model, path, method, seq, batch, steps))
     by_model = {}
     for row in rows:
         by_model.setdefault(row["model"], {})[row["method"]] = row
     for row in rows:
-        full = by_model[row["model"]].get("full")
-        if full:
-            row["rss_vs_full"] = row["peak_rss_MB"] / full["peak_rss_MB"]
-            row["speed_vs_full"] = row["tokens_per_sec"] / full["tokens_per_sec"]
+        for base in ("full", "lora"):
+            ref = by_model[row["model"]].get(base)
+            if ref and (base == "full" or row["method"].startswith("qlora-")):
+                row[f"rss_vs_{base}"] = row["peak_rss_MB"] / ref["peak_rss_MB"]
+                row[f"speed_vs_{base}"] = row["tokens_per_sec"] / ref["tokens_per_sec"]
+                row[f"weights_vs_{base}"] = row["weights_MB"] / ref["weights_MB"]
     return rows
+
+
+def _saved_flavor(flavor: str, out: Path) -> str:
+    """A flavor's random weights written as a model directory, in a child (this process stays small)."""
+    code = (
+        "import sys; from erniekit.models import build_model, save_pretrained; "
+        "save_pretrained(build_model(sys.argv[1], seed=0), sys.argv[2])"
+    )
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code, flavor, str(out)], check=True)
+    return str(out)
+
+
+def _run_row(model: str, path: str | None, method: str, seq: int, batch: int, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"model": model, "path": path, "method": method, "seq": seq, "batch": batch, "steps": steps}
+        row = run_child(child_command("benchmarks.sft", {**spec, "tmp": tmp}))
+    print(
+        f"  {model} {method}: {row['tokens_per_sec']:.0f} tokens/s, {row['peak_rss_MB']:.0f} MB",
+        file=sys.stderr,
+    )
+    return row
 
 
 def main() -> None:
@@ -110,12 +145,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--name", default="sft_full_vs_lora")
+    parser.add_argument("--from-disk", action="store_true", help="load flavors from a saved directory")
     args = parse_args_or_run_child(parser, child)
     if args is None:
         return
     from benchmarks.common import report
 
-    rows = run_rows(args.models, args.methods, args.seq, args.batch, args.steps)
+    rows = run_rows(args.models, args.methods, args.seq, args.batch, args.steps, args.from_disk)
     report(
         args.name,
         rows,
@@ -128,11 +164,14 @@ def main() -> None:
             "trainable_M",
             "tokens_per_sec",
             "gflops_per_sec",
+            "weights_MB",
+            "step_s",
             "peak_rss_MB",
-            "rss_vs_full",
-            "speed_vs_full",
+            *(["rss_vs_full", "speed_vs_full"] if "full" in args.methods else []),
+            *(["weights_vs_lora", "rss_vs_lora", "speed_vs_lora"] if "lora" in args.methods else []),
         ],
-        notes="Each row is a separate process running the real trainer; fp32 AdamW on CPU.",
+        notes="Each row is a separate process running the real trainer; fp32 AdamW on CPU"
+        + (", flavors loaded from a saved model directory." if args.from_disk else "."),
     )
 
 

@@ -27,14 +27,15 @@ from collections.abc import Callable
 
 import paddle
 
-from erniekit.ops import activation, attention, moe, norm, rope, segment_attention
+from erniekit.ops import activation, attention, moe, norm, rope, segment_attention, weight_only
 from erniekit.ops.attention import over_cache
 from erniekit.ops.registry import Op, same_results
 
 log = logging.getLogger(__name__)
 
 OPS: dict[str, Op] = {
-    op.name: op for op in (norm.OP, rope.OP, activation.OP, attention.OP, moe.OP, segment_attention.OP)
+    op.name: op
+    for op in (norm.OP, rope.OP, activation.OP, attention.OP, moe.OP, segment_attention.OP, weight_only.OP)
 }
 MODES = ("auto", "on", "off")
 _state: dict = {"mode": "auto", "chosen": {}}
@@ -124,3 +125,8 @@ def grouped_mlp(x_sorted, counts: list[int], up_gate, down) -> paddle.Tensor:
     if not isinstance(up_gate, paddle.Tensor):
         return moe.reference(x_sorted, counts, up_gate, down)
     return kernel("grouped_mlp")(x_sorted, counts, up_gate, down)
+
+
+def weight_only_kernel() -> bool:
+    """Whether quantised linears run Paddle's weight-only GPU kernel (probed; see ops/weight_only.py)."""
+    return kernel("weight_only_linear") is weight_only.fused

@@ -4,6 +4,7 @@ once more instead of keeping the float copy alive between the two. No gradient r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import paddle
@@ -11,6 +12,7 @@ import paddle.nn.functional as F
 from paddle import nn
 from paddle.autograd import PyLayer
 
+from erniekit import ops
 from erniekit.quant.formats import Quantized, dequantize, quantize, to_tensors
 
 
@@ -35,18 +37,20 @@ class QuantizedWeight(nn.Layer):
     def __init__(self, shape: tuple[int, ...], fmt: str, group: int):
         super().__init__()
         self.shape, self.fmt, self.group = tuple(shape), fmt, group
-        self.q: Quantized | None = None
+        self.q: Quantized | None = None  # format, shape and group; the arrays live on as buffers only
         self.names: list[str] = []
+        self.stored_bytes = 0
 
     def set_weight(self, weight) -> None:
         weight = weight.numpy() if isinstance(weight, paddle.Tensor) else weight
         if tuple(weight.shape) != self.shape:
             raise ValueError(f"weight of shape {list(weight.shape)} for a {list(self.shape)} layer")
-        self.q = quantize(weight.reshape(-1, self.shape[-1]), self.fmt, self.group)
-        self.names = []
-        for name, t in to_tensors(self.q).items():
+        q = quantize(weight.reshape(-1, self.shape[-1]), self.fmt, self.group)
+        self.names, self.stored_bytes = [], q.nbytes
+        for name, t in to_tensors(q).items():
             self.register_buffer(f"q_{name}", t, persistable=False)
             self.names.append(name)
+        self.q = dataclasses.replace(q, codes=None, scales=None, scale_scale=None, scale_mean=None)
 
     @property
     def tensors(self) -> dict[str, paddle.Tensor]:
@@ -54,7 +58,7 @@ class QuantizedWeight(nn.Layer):
 
     @property
     def weight_bytes(self) -> int:
-        return self.q.nbytes
+        return self.stored_bytes
 
     def dequantized(self) -> paddle.Tensor:
         """The float weight the layer computes with (for merging adapters and exports)."""
@@ -62,11 +66,31 @@ class QuantizedWeight(nn.Layer):
 
 
 class QuantizedLinear(QuantizedWeight):
-    """``y = x W + b`` with W [in, out] quantised; the bias stays in its dtype."""
+    """``y = x W + b`` with W [in, out] quantised; the bias stays in its dtype.
+
+    Per-channel int8 and int4 run Paddle's weight-only GPU kernel when its start-up probe admitted it
+    (ops/weight_only.py): the layer then also keeps Paddle's packed copy of the weight on the device and
+    multiplies by it; its own codes move to host memory, for merges and exports. Everything else, and
+    every CPU, dequantises for the one matmul (_QuantMatmul)."""
 
     def __init__(self, shape: tuple[int, int], bias, fmt: str, group: int = 0):
         super().__init__(shape, fmt, group)
         self.bias = bias
+        self.kernel_bits = 0  # 8 or 4 when the weight-only kernel runs this layer
+
+    def set_weight(self, weight) -> None:
+        weight = weight.numpy() if isinstance(weight, paddle.Tensor) else weight
+        super().set_weight(weight)
+        per_channel = self.q.group == self.shape[0] and self.fmt in ("int8", "int4")
+        if per_channel and ops.weight_only_kernel():
+            from erniekit.ops import weight_only
+
+            self.kernel_bits = 8 if self.fmt == "int8" else 4
+            packed, scales = weight_only.pack(paddle.to_tensor(weight).astype("bfloat16"), self.kernel_bits)
+            self.register_buffer("kernel_weight", packed, persistable=False)
+            self.register_buffer("kernel_scales", scales, persistable=False)
+            for name in self.names:  # erniekit's codes stay for merging, off the device
+                setattr(self, f"q_{name}", getattr(self, f"q_{name}").cpu())
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt: str, group: int = 0) -> QuantizedLinear:
@@ -75,7 +99,14 @@ class QuantizedLinear(QuantizedWeight):
         return layer
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        y = _QuantMatmul.apply(x, self.q, self.tensors)
+        if self.kernel_bits:
+            from erniekit.ops import weight_only
+
+            half = x.astype("bfloat16")
+            y = weight_only.matmul(half, self.kernel_weight, self.kernel_scales, self.kernel_bits)
+            y = y.astype(x.dtype)
+        else:
+            y = _QuantMatmul.apply(x, self.q, self.tensors)
         return y if self.bias is None else y + self.bias
 
 

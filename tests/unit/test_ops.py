@@ -58,6 +58,7 @@ def test_cpu_build_outcomes_are_the_documented_ones():
         "rotary": "reference",  # fused_rotary_position_embedding is not registered on CPU
         "segment_attention": "reference",  # variable-length flash attention: bf16/fp16 on GPUs
         "swiglu": "fused",
+        "weight_only_linear": "reference",  # weight_quantize exists on CPU, weight_only_linear does not
     }
 
 

@@ -158,3 +158,37 @@ def test_loading_quantises_each_tensor_as_it_is_read(tmp_path):
     x = paddle.to_tensor(np.random.default_rng(2).integers(0, 1000, (1, 9)))
     np.testing.assert_array_equal(loaded(x).logits.numpy(), model(x).logits.numpy())
     assert qlora.storage(loaded) == qlora.storage(model)
+
+
+def test_weight_only_kernel_is_probed_and_the_reference_runs_where_it_fails(caplog):
+    """Paddle's weight-only GPU kernel is admitted only by the start-up probe. This CPU build has
+    weight_quantize but no weight_only_linear: forced through the probe, it is refused with the reason
+    logged and the reference runs; a kernel that runs but disagrees is refused too; one computing
+    what erniekit.quant stores is admitted."""
+    import dataclasses
+    import logging
+
+    from erniekit import ops
+    from erniekit.ops import weight_only
+    from erniekit.ops.registry import same_results
+
+    ops.configure("auto")
+    assert not ops.weight_only_kernel()  # a CPU: never probed, the reference
+    assert QuantizedLinear.from_linear(paddle.nn.Linear(64, 8), "int8").kernel_bits == 0
+    probe = dataclasses.replace(weight_only.OP, half_only=False, on_cpu=True)  # force it on this CPU
+    reason = same_results(probe, half=False)
+    assert reason and ("weight_quantize" in reason or "weight_only_linear" in reason), reason
+    with caplog.at_level(logging.INFO, logger="erniekit.ops"):
+        assert ops._choose(probe, "on") is weight_only.reference
+    assert "weight_only_linear uses the reference" in caplog.text
+
+    def wrong(x, w, bits):
+        return weight_only.reference(x, w, bits) * 1.01
+
+    assert "differs from the reference" in same_results(dataclasses.replace(probe, fused=wrong), half=False)
+
+    def ours(x, w, bits):  # erniekit.quant's per-channel codes: what the kernel must reproduce
+        q = quantize(w.numpy(), "int8" if bits == 8 else "int4", w.shape[0])
+        return paddle.matmul(x, dequantize(q, to_tensors(q)))
+
+    assert same_results(dataclasses.replace(probe, fused=ours), half=False) is None
