@@ -210,11 +210,12 @@ class LoraConfig:
     )
     rslora: bool = option(False, "rsLoRA scaling alpha / sqrt(r) instead of alpha / r.")
     lora_plus_ratio: float = option(1.0, "LoRA+: B's learning rate is this multiple of optim.lr.", ge=1)
-    quantize: Literal["none", "int8", "int4", "nf4", "wint4/8"] = option(
+    quantize: Literal["none", "int8", "int4", "nf4", "wint4/8", "q8_0", "q4_1"] = option(
         "none",
         "Store the frozen base's linear layers quantised (QLoRA), read from the checkpoint straight "
         "into that form: int8 per output channel, int4 group-wise, nf4 (NormalFloat4, double-quantised "
-        "scales), or ERNIEKit's wint4/8 (routed experts int4, the other linears int8, per channel). "
+        "scales), ERNIEKit's wint4/8 (routed experts int4, the other linears int8, per channel), or "
+        "llama.cpp's q8_0 / q4_1 blocks (for a base converted from such a GGUF: its own values). "
         "Embeddings, norms, routers, the LM head and a vision tower keep their precision; routed "
         "experts too, except with wint4/8.",
     )

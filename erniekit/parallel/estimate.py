@@ -50,7 +50,7 @@ from erniekit.peft.targets import LINEAR_NAMES, PART_OF
 GiB = 1024**3
 PARTS = ("attention", "dense_mlp", "experts", "shared")  # what each decoder layer holds, as Counts names it
 # erniekit/quant/formats.py's, repeated here because that module imports Paddle and plan must not
-QUANT_DEFAULT_GROUP = {"int8": 0, "int4": 128, "nf4": 64}  # 0: the whole input dimension
+QUANT_DEFAULT_GROUP = {"int8": 0, "int4": 128, "nf4": 64, "q8_0": 32, "q4_1": 32}  # 0: the whole input
 NF4_SCALE_BLOCK = 256
 
 
@@ -135,11 +135,11 @@ def linear_bytes(fmt: str, k: int, n: int, group: int = 0) -> int:
         return 4 * k * n
     rows = math.gcd(k, group or QUANT_DEFAULT_GROUP[fmt] or k)
     scales = k // rows * n
-    if fmt == "int8":
-        return k * n + 4 * scales
+    if fmt in ("int8", "q8_0"):
+        return k * n + (2 if fmt == "q8_0" else 4) * scales  # Q8_0: a float16 scale per block
     codes = k * n // 2  # two 4-bit codes per byte
-    if fmt == "int4":
-        return codes + 4 * scales
+    if fmt in ("int4", "q4_1"):
+        return codes + (4 if fmt == "int4" else 2 + 2) * scales  # Q4_1: float16 scale and minimum
     blocks = -(-scales // NF4_SCALE_BLOCK)  # nf4: int8 scales padded to whole blocks, fp32 step + mean each
     return codes + blocks * (NF4_SCALE_BLOCK + 8)
 

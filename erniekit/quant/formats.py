@@ -1,4 +1,4 @@
-"""Weight-only quantisation formats for frozen bases: int8, int4 and NF4.
+"""Weight-only quantisation formats for frozen bases: int8, int4, NF4 and GGUF's Q8_0 and Q4_1 blocks.
 
 A Paddle Linear weight is [K, N] (in, out); every format quantises each output column in groups of
 ``group`` consecutive input rows, so a group's scale multiplies one contiguous run of the reduction:
@@ -7,12 +7,17 @@ A Paddle Linear weight is [K, N] (in, out); every format quantises each output c
 * ``int4``: symmetric, one scale per group (default 128 rows), codes in [-7, 7], two per byte;
 * ``nf4``: QLoRA's NormalFloat4 (16 levels at the quantiles of a standard normal, scaled by each group's
   absmax; default 64 rows), two codes per byte, and the absmax scales themselves double-quantised: to
-  int8 in blocks of 256 around their mean, with one float32 scale per block.
+  int8 in blocks of 256 around their mean, with one float32 scale per block;
+* ``q8_0`` and ``q4_1``: llama.cpp's block formats (groups of 32): Q8_0 is int8 codes with one float16
+  scale per block; Q4_1 is affine, codes 0..15 with a float16 scale and a float16 minimum per block
+  (x = d q + m). A base converted from such a GGUF holds exactly the values these formats represent,
+  so quantising it again recovers the file's own blocks (tests/unit/test_quant.py) instead of rounding
+  them a second time onto another grid.
 
 ``quantize`` runs once, in NumPy, when a base is loaded; ``dequantize`` rebuilds the float weight in
 Paddle for one matmul (see linear.py). Storage per weight, K x N = 4 bytes each in fp32: int8 1 + 4/K,
 int4 0.5 + 4/128, nf4 0.5 + (1 + 8/256)/64 bytes per weight (each block of 256 int8 scales keeps a float32
-step and mean; the last block is padded).
+step and mean; the last block is padded), q8_0 1 + 2/32, q4_1 0.5 + 4/32.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-FORMATS = ("int8", "int4", "nf4")
-DEFAULT_GROUP = {"int8": 0, "int4": 128, "nf4": 64}  # 0: the whole input dimension
+FORMATS = ("int8", "int4", "nf4", "q8_0", "q4_1")
+DEFAULT_GROUP = {"int8": 0, "int4": 128, "nf4": 64, "q8_0": 32, "q4_1": 32}  # 0: the whole input dimension
 SCALE_BLOCK = 256  # NF4's double quantisation: absmax scales per int8 block
 
 # QLoRA's NF4 levels (Dettmers et al. 2023, appendix E): quantiles of N(0, 1) normalised to [-1, 1],
@@ -52,10 +57,11 @@ class Quantized:
     scales: np.ndarray
     scale_scale: np.ndarray | None = None
     scale_mean: np.ndarray | None = None
+    mins: np.ndarray | None = None  # q4_1: each group's minimum
 
     @property
     def nbytes(self) -> int:
-        parts = (self.codes, self.scales, self.scale_scale, self.scale_mean)
+        parts = (self.codes, self.scales, self.scale_scale, self.scale_mean, self.mins)
         return sum(p.nbytes for p in parts if p is not None)
 
 
@@ -79,6 +85,18 @@ def quantize(weight: np.ndarray, fmt: str, group: int = 0) -> Quantized:
         scales = (safe / 7.0).astype(np.float32)
         codes = np.clip(np.rint(grouped / scales[:, None]), -7, 7).astype(np.int16) + 8  # 1..15
         return Quantized(fmt, (k, n), group, _pack(codes.reshape(k, n)), scales)
+    if fmt == "q8_0":
+        scales = (safe / 127.0).astype(np.float16)
+        codes = np.clip(np.rint(grouped / scales[:, None].astype(np.float32)), -127, 127)
+        return Quantized(fmt, (k, n), group, codes.astype(np.int8).reshape(k, n), scales)
+    if fmt == "q4_1":
+        low = grouped.min(axis=1)
+        mins = low.astype(np.float16)
+        steps = ((grouped.max(axis=1) - low) / 15.0).astype(np.float16)
+        steps = np.where(steps > 0, steps, np.float16(1.0))
+        normed = (grouped - mins[:, None].astype(np.float32)) / steps[:, None].astype(np.float32)
+        codes = np.clip(np.rint(normed), 0, 15).astype(np.uint8).reshape(k, n)
+        return Quantized(fmt, (k, n), group, _pack(codes), steps, mins=mins)
     # nf4: the scales are double-quantised first, and the codes chosen against the scales as stored
     scale_codes, scale_scale, scale_mean = _quantize_scales(safe.astype(np.float32))
     stored = _dequantize_scales(scale_codes, scale_scale, scale_mean, safe.shape)
@@ -111,11 +129,15 @@ def dequantize(
 def _dequantize_int(q: Quantized, tensors: dict, dtype: str, start: int, stop: int) -> paddle.Tensor:
     n, rows = q.shape[1], stop - start
     scales = tensors["scales"][start // q.group : stop // q.group].astype(dtype).unsqueeze(1)
-    if q.format == "int8":
+    if q.format in ("int8", "q8_0"):
         values = tensors["codes"][start:stop].astype(dtype)
     else:
-        values = _unpack(tensors["codes"][start // 2 : stop // 2], rows, n).astype(dtype) - 8.0
-    return (values.reshape([rows // q.group, q.group, n]) * scales).reshape([rows, n])
+        values = _unpack(tensors["codes"][start // 2 : stop // 2], rows, n).astype(dtype)
+        values = values if q.format == "q4_1" else values - 8.0
+    out = values.reshape([rows // q.group, q.group, n]) * scales
+    if q.format == "q4_1":
+        out = out + tensors["mins"][start // q.group : stop // q.group].astype(dtype).unsqueeze(1)
+    return out.reshape([rows, n])
 
 
 def to_tensors(q: Quantized) -> dict[str, paddle.Tensor]:
@@ -129,6 +151,8 @@ def to_tensors(q: Quantized) -> dict[str, paddle.Tensor]:
         }
     else:
         out["scales"] = paddle.to_tensor(q.scales)
+    if q.mins is not None:
+        out["mins"] = paddle.to_tensor(q.mins)
     return out
 
 

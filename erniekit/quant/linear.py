@@ -50,7 +50,7 @@ class QuantizedWeight(nn.Layer):
         for name, t in to_tensors(q).items():
             self.register_buffer(f"q_{name}", t, persistable=False)
             self.names.append(name)
-        self.q = dataclasses.replace(q, codes=None, scales=None, scale_scale=None, scale_mean=None)
+        self.q = dataclasses.replace(q, codes=None, scales=None, scale_scale=None, scale_mean=None, mins=None)
 
     @property
     def tensors(self) -> dict[str, paddle.Tensor]:
@@ -118,8 +118,8 @@ class QuantizedStack(QuantizedWeight):
     stop_gradient = True  # frozen: the grouped MLP computes no weight gradient for it
 
     def __init__(self, shape: tuple[int, int, int], fmt: str, group: int = 0):
-        if fmt not in ("int8", "int4"):
-            raise ValueError(f"stacked experts are stored as int8 or int4, not {fmt}")
+        if fmt == "nf4":
+            raise ValueError("stacked experts are stored in a per-group integer format, not nf4")
         k = shape[1]
         super().__init__(shape, fmt, math.gcd(k, group) if group else k)
 

@@ -147,6 +147,8 @@ def test_lora_adapters_count_exactly(flavor, targets):
         ("int8", 256, 48, 64),
         ("int4", 256, 48, 128),
         ("nf4", 256, 48, 64),
+        ("q8_0", 256, 48, 0),
+        ("q4_1", 256, 48, 0),
         ("nf4", 128, 40, 32),
     ],
 )

@@ -14,7 +14,7 @@ def weight(k=256, n=48, seed=0):
     return np.random.default_rng(seed).normal(0, 0.05, (k, n)).astype(np.float32)
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4", "nf4"])
+@pytest.mark.parametrize("fmt", ["int8", "int4", "nf4", "q8_0", "q4_1"])
 def test_round_trip_error_is_within_the_formats_bound(fmt):
     w = weight()
     q = quantize(w, fmt)
@@ -26,12 +26,17 @@ def test_round_trip_error_is_within_the_formats_bound(fmt):
         assert (err <= absmax / 127 / 2 * 1.0001).all()
     elif fmt == "int4":  # half a step of absmax / 7
         assert (err <= absmax / 7 / 2 * 1.0001).all()
-    else:  # half the widest gap between NF4 levels, times the (double-quantised) absmax
+    elif fmt == "nf4":  # half the widest gap between NF4 levels, times the (double-quantised) absmax
         gap = np.diff(NF4_LEVELS).max() / 2
         assert (err <= absmax * gap * 1.01 + 1e-6).all()
+    elif fmt == "q8_0":  # half a step of the float16-rounded absmax / 127, which is a little off
+        assert (err <= absmax / 127 * (0.5 + 127 * 2**-11) + 1e-7).all()
+    else:  # q4_1: half a step of (max - min) / 15 (float16-rounded scale and minimum)
+        span = (groups.max(axis=1, keepdims=True) - groups.min(axis=1, keepdims=True)) / 15
+        assert (err <= span * (0.5 + 16 * 2**-11) + absmax * 2**-11).all()
     rel = np.abs(back - w).mean() / np.abs(w).mean()
     # measured on N(0, 0.05) weights: int8 0.75%, int4 (groups of 128) 12.8%, nf4 (64) 9.2%
-    assert rel < {"int8": 0.01, "int4": 0.14, "nf4": 0.1}[fmt], rel
+    assert rel < {"int8": 0.01, "int4": 0.14, "nf4": 0.1, "q8_0": 0.01, "q4_1": 0.1}[fmt], rel
 
 
 def test_storage_is_the_claimed_fraction_of_fp32():
@@ -41,10 +46,27 @@ def test_storage_is_the_claimed_fraction_of_fp32():
     assert sizes["int8"] < 0.26 and sizes["int4"] < 1 / 6 and sizes["nf4"] < 1 / 6, sizes
 
 
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_1"])
+def test_a_base_converted_from_a_gguf_keeps_the_files_blocks(fmt):
+    """llama.cpp's blocks, dequantised by the gguf package (what ``erniekit convert`` writes) and
+    quantised again in the same format, come back exactly: training on a Q4_1 GGUF's base with
+    lora.quantize=q4_1 computes with the file's own values, not a second rounding of them."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as gguf_dequantize
+    from gguf.quants import quantize as gguf_quantize
+
+    kind = getattr(GGMLQuantizationType, fmt.upper())
+    hf = weight(256, 64).T.copy()  # [out, in]: GGUF's blocks run along the input dimension
+    in_file = gguf_dequantize(gguf_quantize(hf, kind), kind).reshape(hf.shape).astype(np.float32)
+    q = quantize(in_file.T, fmt)
+    np.testing.assert_array_equal(dequantize(q, to_tensors(q)).numpy(), in_file.T)
+    assert q.nbytes / in_file.nbytes == {"q8_0": (1 + 2 / 32) / 4, "q4_1": (0.5 + 4 / 32) / 4}[fmt]
+
+
 def test_zero_and_odd_groups():
     w = weight(128, 8)
     w[:, 3] = 0.0  # an all-zero column: no division by zero, zeros come back
-    for fmt in ("int8", "int4", "nf4"):
+    for fmt in ("int8", "int4", "nf4", "q8_0", "q4_1"):
         q = quantize(w, fmt)
         assert np.all(dequantize(q, to_tensors(q)).numpy()[:, 3] == 0.0)
     with pytest.raises(ValueError, match="not a multiple of the group size"):
