@@ -107,3 +107,30 @@ def test_quantised_base_grpo_rolls_out_and_learns(tmp_path):
     )
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward_mean" in r]
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)  # ppo_epochs 2: a rollout per 2 steps
+
+
+def test_wint4_8_trains_a_vision_language_model_on_images(tmp_path):
+    """ERNIE 4.5 VL: text and vision experts in int4, the decoder's other linears in int8, the vision
+    tower in float; the run trains on the bundled pictures."""
+    from erniekit.peft.qlora import QuantizedExperts
+
+    out = tmp_path / "vl"
+    proc = erniekit(
+        "train",
+        "ernie4_5_vl/debug_sft",
+        f"train.output_dir={out}",
+        "lora.enabled=true",
+        "lora.quantize=wint4/8",
+        "optim.lr=1e-2",
+        "train.max_steps=6",
+        "train.eval_every=0",
+        "logging.progress=none",
+    )
+    assert "frozen base stored as wint4/8" in proc.stderr
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    _, _, model = restore(out)
+    experts = {n.rsplit(".", 1)[-1] for n, m in model.named_sublayers() if isinstance(m, QuantizedExperts)}
+    assert experts == {"experts", "vision_experts"}
+    vision = [type(m).__name__ for n, m in model.named_sublayers() if n.startswith("vision.")]
+    assert vision and not any("Quantized" in kind for kind in vision)
