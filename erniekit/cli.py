@@ -163,6 +163,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("model: the recipe names neither model.path nor model.flavor; pass --flavor")
     print(render(plan(model_args, recipe), args.recipe))
+    for problem in recipe.unsupported():
+        print(f"  note: erniekit cannot train this layout yet: {problem}")
     return 0
 
 

@@ -394,10 +394,6 @@ class Recipe:
         if self.lora.quantize != "none":
             if not self.lora.enabled:
                 raise ConfigError("quantises LoRA's frozen base: set lora.enabled=true", key="lora.quantize")
-            if self.parallel.tp > 1:
-                raise ConfigError(
-                    "a quantised base is not split by tensor parallelism yet", key="lora.quantize"
-                )
             expert_targets = [t for t in self.lora.targets if t in ("experts", "vision_experts")]
             if self.lora.quantize == "wint4/8" and expert_targets:
                 raise ConfigError(
@@ -405,8 +401,6 @@ class Recipe:
                     f"{expert_targets[0]} from lora.targets",
                     key="lora.targets",
                 )
-            if self.lora.quantize == "wint4/8" and self.parallel.ep > 1:
-                raise ConfigError("int4 experts are not split by expert parallelism yet", key="lora.quantize")
         if isinstance(self.method, PolicyGradientConfig):
             if self.train.grad_accum != 1:
                 raise ConfigError(
@@ -419,6 +413,23 @@ class Recipe:
         self._validate_parallel()
         if self.model.flavor is not None and self.model.tokenizer is None:
             raise ConfigError("a randomly initialised model needs model.tokenizer", key="model.tokenizer")
+
+    def unsupported(self) -> list[ConfigError]:
+        """What erniekit cannot run yet although the recipe is valid: training refuses it before any
+        work, ``erniekit plan`` still estimates it (and says so), as it does for any GPU layout."""
+        problems = []
+        if self.lora.enabled and self.lora.quantize != "none":
+            if self.parallel.tp > 1:
+                problems.append(
+                    ConfigError(
+                        "a quantised base is not split by tensor parallelism yet", key="lora.quantize"
+                    )
+                )
+            if self.lora.quantize == "wint4/8" and self.parallel.ep > 1:
+                problems.append(
+                    ConfigError("int4 experts are not split by expert parallelism yet", key="lora.quantize")
+                )
+        return problems
 
     def _validate_parallel(self) -> None:
         p = self.parallel

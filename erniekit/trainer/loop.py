@@ -153,6 +153,8 @@ class Trainer:
         self.precision = select_precision(t, self.device)
         if not recipe.data.train:
             raise ConfigError("training needs at least one file", key="data.train")
+        for problem in recipe.unsupported():
+            raise problem
         check_layout(recipe_args(recipe), recipe.parallel)  # before minutes of loading weights
         self.dist = init_parallel(recipe.parallel, t.grad_accum, t.micro_batch_size)
         paddle.seed(t.seed)  # the same initial weights on every rank

@@ -134,3 +134,17 @@ def test_wint4_8_trains_a_vision_language_model_on_images(tmp_path):
     assert experts == {"experts", "vision_experts"}
     vision = [type(m).__name__ for n, m in model.named_sublayers() if n.startswith("vision.")]
     assert vision and not any("Quantized" in kind for kind in vision)
+
+
+def test_a_quantised_base_under_tensor_parallelism_is_refused_before_loading(tmp_path):
+    err = erniekit(
+        "train",
+        "ernie4_5/debug_sft",
+        f"train.output_dir={tmp_path / 'run'}",
+        "lora.enabled=true",
+        "lora.quantize=int8",
+        "parallel.tp=2",
+        fails=True,
+    ).stderr
+    assert "lora.quantize" in err and "not split by tensor parallelism" in err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
