@@ -250,6 +250,10 @@ class OptimConfig:
     router_lr_ratio: float = option(
         1.0, "Learning-rate multiplier of MoE routers (ERNIEKit moe_gate_lr_ratio).", gt=0
     )
+    moment_dtype: Literal["float32", "bfloat16"] = option(
+        "float32",
+        "AdamW's moment storage; bfloat16 halves the optimizer state (ERNIEKit use_lowprecision_moment).",
+    )
 
 
 @dataclass
