@@ -13,8 +13,9 @@ also holds the embedding):
   under int8/int4/nf4. Under tensor parallelism a row-split linear's column scales are counted once,
   not once per rank (about 4N bytes per matrix); the float copy each matmul dequantises for a moment
   is not counted;
-* gradients: 4 B per trainable parameter; AdamW state 8 B per trainable parameter, divided by the
-  sharding degree (stage 1); ``model.freeze`` parts train none. LoRA trains its adapters, r x (K + N)
+* gradients: 4 B per trainable parameter; AdamW state 8 B per trainable parameter (4 B with
+  optim.moment_dtype=bfloat16), divided by the sharding degree (stage 1); ``model.freeze`` parts
+  train none. LoRA trains its adapters, r x (K + N)
   per adapted [K, N] linear (fused q|k|v and gate|up share one A), the tensor-split factor divided by
   tp; adapters on a vision tower or resampler are guessed at 1% of its parameters;
 * experts are split by ``ep`` (over data ranks or the tensor group), everything else by ``tp`` (a VL
@@ -256,7 +257,8 @@ def plan(a: ModelArgs, recipe) -> dict:
     stored = _split(stored_bytes(a, quantize, recipe.lora.quantize_group), tp, expert_split)
     weight_bytes = _first_stage(a, pp, stored) + 4 * first_only
     grad_bytes = trainable * 4
-    optim_bytes = trainable * 8 / shard  # stage 1: each sharding rank keeps its parameters' moments
+    moments = 4 if recipe.optim.moment_dtype == "bfloat16" else 8  # two moments, fp32 or bf16 each
+    optim_bytes = trainable * moments / shard  # stage 1: each sharding rank keeps its parameters' moments
     act = 2 if half else 4
     s_b_h = seq * mbs * a.hidden_size
     # Korthikanti eq. 1 (2-byte units): 10 sbh outside the tensor-parallel regions, 24 sbh inside

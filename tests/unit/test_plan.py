@@ -229,3 +229,10 @@ def test_300b_a47b_lora_wint4_8_fits_four_80gb_gpus(capsys):
     pp = load_recipe(name, [*flavor, "parallel.tp=1",
                             "parallel.ep=1", "parallel.pp=4", "train.grad_accum=4"])  # fmt: skip
     assert not pp.unsupported() and plan(a, pp)["total_GiB"] * GiB < 80e9
+
+
+def test_bfloat16_moments_halve_the_planned_adamw_state():
+    base = load_recipe("ernie4_5/debug_sft", [])
+    low = load_recipe("ernie4_5/debug_sft", ["optim.moment_dtype=bfloat16"])
+    a = flavor_args("ernie4_5/debug")
+    assert plan(a, low)["optimizer_GiB"] == pytest.approx(plan(a, base)["optimizer_GiB"] / 2)
