@@ -128,15 +128,21 @@ def dequantize(
 
 def _dequantize_int(q: Quantized, tensors: dict, dtype: str, start: int, stop: int) -> paddle.Tensor:
     n, rows = q.shape[1], stop - start
-    scales = tensors["scales"][start // q.group : stop // q.group].astype(dtype).unsqueeze(1)
+    whole = start == 0 and stop == q.shape[0]  # no slice: each slice would be one more copy
+
+    def part(name: str, step: int) -> paddle.Tensor:
+        t = tensors[name]
+        return t if whole else t[start // step : stop // step]
+
+    scales = part("scales", q.group).astype(dtype).unsqueeze(1)
     if q.format in ("int8", "q8_0"):
-        values = tensors["codes"][start:stop].astype(dtype)
+        values = part("codes", 1).astype(dtype)
     else:
-        values = _unpack(tensors["codes"][start // 2 : stop // 2], rows, n).astype(dtype)
+        values = _unpack(part("codes", 2), rows, n).astype(dtype)
         values = values if q.format == "q4_1" else values - 8.0
     out = values.reshape([rows // q.group, q.group, n]) * scales
     if q.format == "q4_1":
-        out = out + tensors["mins"][start // q.group : stop // q.group].astype(dtype).unsqueeze(1)
+        out = out + part("mins", q.group).astype(dtype).unsqueeze(1)
     return out.reshape([rows, n])
 
 
