@@ -89,6 +89,11 @@ def read_config(path: str | Path) -> dict:
 
 
 def load_args(path: str | Path) -> ModelArgs:
+    """The shape of the model in a directory's config.json, or in a GGUF file's metadata."""
+    from erniekit.models.llama.gguf import is_gguf, open_gguf, read_args
+
+    if is_gguf(path):
+        return read_args(open_gguf(path))[1]
     cfg = read_config(path)
     fam = family_of_model_type(cfg.get("model_type", ""))
     try:
@@ -98,7 +103,8 @@ def load_args(path: str | Path) -> ModelArgs:
 
 
 def load_model(path: str | Path, dtype: str = "float32", store: Callable | None = None):
-    """Build the model described by ``path/config.json`` and load its safetensors weights.
+    """Build the model described by ``path/config.json`` and load its safetensors weights (or, for a
+    ``.gguf`` file, the model its metadata describes, from its tensors).
 
     Refuses a checkpoint with a missing, unexpected (beyond known ignorable ones) or wrong-shaped
     tensor, naming that tensor. Tensors are read one at a time. ``store(model)``, when given, runs on
@@ -117,13 +123,18 @@ def load_model(path: str | Path, dtype: str = "float32", store: Callable | None 
         external_shapes,
         rule_to_internal,
     )
+    from erniekit.models.llama.gguf import GGUFSource, is_gguf
 
-    args = load_args(path)
-    verify(resolve_path(path), missing="ignore")  # an erniekit export or conversion carries a manifest
+    if is_gguf(path):  # a llama.cpp file: its tensors dequantised one at a time as they are read
+        source = GGUFSource(path)
+        args = source.args
+    else:
+        args = load_args(path)
+        verify(resolve_path(path), missing="ignore")  # an erniekit export or conversion has a manifest
+        source = TensorSource(resolve_path(path))
     fam = family(args.family)
     with paddle.LazyGuard() if store else contextlib.nullcontext():
         model = fam.model.build(args)
-    source = TensorSource(resolve_path(path))
     if hasattr(fam.hf, "canonical_names"):  # families whose releases place some tensors differently
         source.rename(fam.hf.canonical_names(source.keys()))
     layout = fam.hf.detect_layout(source.keys())

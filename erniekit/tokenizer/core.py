@@ -69,11 +69,11 @@ class _SentencePiece:
 
 
 class _HFTokenizers:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tok=None):
         from tokenizers import Tokenizer as HFTokenizer
 
-        self.path = path
-        self.tok = HFTokenizer.from_file(str(path))
+        self.path = path  # tokenizer.json, or the GGUF file whose vocabulary ``tok`` was built from
+        self.tok = tok if tok is not None else HFTokenizer.from_file(str(path))
 
     @property
     def vocab_size(self) -> int:
@@ -92,7 +92,10 @@ class _HFTokenizers:
         return {t.content: i for i, t in self.tok.get_added_tokens_decoder().items() if t.special}
 
     def save(self, out: Path) -> None:
-        shutil.copyfile(self.path, out / "tokenizer.json")
+        if self.path.name == "tokenizer.json":
+            shutil.copyfile(self.path, out / "tokenizer.json")
+        else:
+            self.tok.save(str(out / "tokenizer.json"))
 
 
 class Tokenizer:
@@ -232,8 +235,14 @@ def _default_system(config: dict) -> str | None:
 def load_tokenizer(path: str | Path, template: str | None = None) -> Tokenizer:
     """Load ``tokenizer.json`` (preferred) or ``tokenizer.model``, with ``tokenizer_config.json``.
 
-    ``path`` is a directory, or ``samples://NAME`` for a tokenizer bundled with erniekit.
+    ``path`` is a directory, ``samples://NAME`` for a tokenizer bundled with erniekit, or a ``.gguf``
+    file (its vocabulary).
     """
+    if str(path).endswith(".gguf"):
+        from erniekit.tokenizer.gguf import gguf_tokenizer
+
+        backend, config = gguf_tokenizer(Path(path))
+        return Tokenizer(_HFTokenizers(Path(path), backend), config, template)
     path = resolve_path(path)
     config_path = path / CONFIG_NAME
     try:

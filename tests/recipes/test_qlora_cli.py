@@ -148,3 +148,28 @@ def test_a_quantised_base_under_tensor_parallelism_is_refused_before_loading(tmp
     ).stderr
     assert "lora.quantize" in err and "not split by tensor parallelism" in err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_train_on_the_gguf_you_have(tmp_path):
+    """model.path names a Q8_0 GGUF file; lora.quantize=q8_0 keeps its blocks as the frozen base; the
+    run trains, chats and exports a merged model, all re-reading the file."""
+    from gguf import GGMLQuantizationType
+
+    from erniekit.models import build_model
+    from tests.unit.test_gguf import write_gguf
+
+    gguf = tmp_path / "tiny.gguf"
+    write_gguf(gguf, build_model("llama/debug", seed=0), GGMLQuantizationType.Q8_0)
+    out = tmp_path / "run"
+    proc = train(out, "model.flavor=null", f"model.path={gguf}", "model.tokenizer=null", "lora.quantize=q8_0")
+    assert "frozen base stored as q8_0" in proc.stderr
+    rows = losses(out)
+    assert rows[-1][1] < rows[0][1]
+    assert erniekit("chat", out, "--prompt", "hello", "--max-new-tokens", "4").returncode == 0
+    erniekit("export", out, "--merge-lora", "--out", tmp_path / "merged")
+    _, _, model = restore(out)
+    model.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).integers(0, model.args.vocab_size, (2, 9)))
+    np.testing.assert_allclose(
+        load_model(tmp_path / "merged")(x).logits.numpy(), model(x).logits.numpy(), atol=1e-5
+    )

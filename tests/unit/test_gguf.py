@@ -9,9 +9,10 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import quantize
 
-from erniekit.convert.gguf import convert_gguf, unpermute
+from erniekit.convert.gguf import convert_gguf
 from erniekit.errors import CheckpointError
 from erniekit.models import build_model, load_model, to_hf_tensors
+from erniekit.models.llama.gguf import unpermute
 from erniekit.tokenizer import load_tokenizer
 from erniekit.tokenizer.templates import chatml
 
@@ -133,3 +134,35 @@ def test_unsupported_architecture(tmp_path):
     w.close()
     with pytest.raises(CheckpointError, match="GGUF architecture 'gpt2' is not supported"):
         convert_gguf(tmp_path / "x.gguf", tmp_path / "out")
+
+
+def test_a_gguf_file_is_a_model_path(tmp_path):
+    """model.path may name the .gguf itself: the same model and tokenizer as its conversion, read one
+    tensor at a time; a QLoRA base in the file's own block format computes with the file's values."""
+    from functools import partial
+
+    from erniekit.peft import qlora
+    from erniekit.peft.lora import base_state
+
+    model = build_model("llama/debug", seed=0)
+    write_gguf(tmp_path / "tiny.gguf", model, GGMLQuantizationType.Q8_0)
+    converted = load_model(convert_gguf(tmp_path / "tiny.gguf", tmp_path / "hf"))
+    direct = load_model(tmp_path / "tiny.gguf")
+    x = paddle.to_tensor(np.random.RandomState(1).randint(0, 1024, (2, 9)))
+    np.testing.assert_array_equal(direct(x).logits.numpy(), converted(x).logits.numpy())
+    ours, theirs = load_tokenizer(tmp_path / "tiny.gguf"), load_tokenizer(tmp_path / "hf")
+    for text in ("hello world 4567", "the fox<|im_start|>x"):
+        assert ours.encode(text) == theirs.encode(text)
+    assert ours.template.name == "chatml"
+    kept = load_model(tmp_path / "tiny.gguf", store=partial(qlora.quantized_layers, fmt="q8_0"))
+    assert qlora.storage(kept)["weights"] == 4 * model.args.num_layers  # qkv, o, gate|up, down (fused)
+    plain = converted.state_dict()
+    for name, value in base_state(kept).items():  # every weight exactly as the file holds it
+        np.testing.assert_array_equal(value.numpy(), plain[name].numpy(), err_msg=name)
+
+
+def test_an_unreadable_gguf_is_named(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 10)
+    with pytest.raises(CheckpointError, match="broken.gguf"):
+        load_model(bad)
