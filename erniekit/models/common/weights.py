@@ -140,11 +140,15 @@ def external_shapes(
 
 
 class TensorSource:
-    """Lazy access to every tensor of a model directory, as float32 (or int) NumPy arrays."""
+    """Lazy access to every tensor of a model directory, as float32 (or int) NumPy arrays.
+
+    Tensors are read with plain file reads (safetensors' layout: an 8-byte header length, a JSON header
+    of dtype, shape and byte offsets, then the data), not through a memory map: a map keeps every page
+    it has read resident in this process, so loading a model through one held the whole checkpoint in
+    RSS next to the model (1.6 GB for the 0.3B).
+    """
 
     def __init__(self, directory: str | Path):
-        from safetensors import safe_open
-
         self.directory = Path(directory)
         index = self.directory / INDEX_NAME
         if index.is_file():
@@ -156,16 +160,16 @@ class TensorSource:
             files = sorted(p.name for p in self.directory.glob("*.safetensors"))
             if not files:
                 raise CheckpointError(f"{self.directory}: no model.safetensors or {INDEX_NAME} found")
-        self._handles = {}
+        self._headers: dict[str, tuple[int, dict]] = {}  # file -> (data start, its JSON header)
         self.location: dict[str, str] = {}
         for name in files:
             path = self.directory / name
             if not path.is_file():
                 raise CheckpointError(f"{index}: lists shard {name}, which does not exist")
-            handle = safe_open(str(path), framework="paddle")
-            self._handles[name] = handle
-            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                self.location[key] = name
+            self._headers[name] = _read_header(path)
+            for key in self._headers[name][1]:
+                if key != "__metadata__":
+                    self.location[key] = name
         self._stored = {k: k for k in self.location}  # our name -> the name in the file
 
     def rename(self, names: Mapping[str, str]) -> None:
@@ -176,8 +180,11 @@ class TensorSource:
     def keys(self) -> list[str]:
         return list(self.location)
 
+    def _entry(self, key: str) -> dict:
+        return self._headers[self.location[key]][1][self._stored[key]]
+
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._handles[self.location[key]].get_slice(self._stored[key]).get_shape())
+        return tuple(self._entry(key)["shape"])
 
     def __contains__(self, key: str) -> bool:
         return key in self.location
@@ -185,10 +192,41 @@ class TensorSource:
     def get(self, key: str) -> np.ndarray:
         if key not in self.location:
             raise CheckpointError(f"{self.directory}: missing tensor {key}")
-        tensor = self._handles[self.location[key]].get_tensor(self._stored[key])
-        if tensor.dtype not in (_paddle().float32, _paddle().int64, _paddle().int32):
-            tensor = tensor.astype("float32")
-        return tensor.numpy()
+        file = self.location[key]
+        start, _ = self._headers[file]
+        entry = self._entry(key)
+        begin, end = entry["data_offsets"]
+        kind = entry["dtype"]
+        if kind not in _DTYPES:
+            raise CheckpointError(f"{self.directory / file}: tensor {key} has unsupported dtype {kind}")
+        raw = bytearray(end - begin)  # read straight into a writable buffer: no second copy
+        with open(self.directory / file, "rb") as f:
+            f.seek(start + begin)
+            got = f.readinto(raw)
+        if got != end - begin:
+            raise CheckpointError(f"{self.directory / file}: truncated inside tensor {key}")
+        value = np.frombuffer(raw, dtype=_DTYPES[kind]).reshape(entry["shape"])
+        if kind == "BF16":  # the upper half of a float32
+            return (value.astype(np.uint32) << 16).view(np.float32)
+        return value if value.dtype in (np.float32, np.int64, np.int32) else value.astype(np.float32)
+
+
+_DTYPES = {
+    "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}  # fmt: skip
+
+
+def _read_header(path: Path) -> tuple[int, dict]:
+    """(offset of the data, the JSON header) of a safetensors file."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        text = f.read(size) if 0 < size < 100_000_000 else b""
+    try:
+        return 8 + size, json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
 
 
 def _paddle():
