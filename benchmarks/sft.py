@@ -59,6 +59,7 @@ def child(spec: dict) -> dict:
         "checkpoint.final=false",
         f"lora.enabled={method != 'full'}",
         f"lora.quantize={quantize}",
+        f"parallel.recompute.enabled={bool(spec.get('recompute'))}",
     ]
     trainer = Trainer(load_recipe("ernie4_5/debug_sft", overrides))
     a = trainer.model.args
@@ -79,6 +80,7 @@ def child(spec: dict) -> dict:
     return {
         "model": spec["model"],
         "method": method,
+        "recompute": bool(spec.get("recompute")),
         "seq": spec["seq"],
         "batch": spec["batch"],
         "params_M": total / 1e6,
@@ -93,20 +95,26 @@ def child(spec: dict) -> dict:
 
 
 def run_rows(
-    models: list[str], methods: list[str], seq: int, batch: int, steps: int, from_disk: bool = False
+    models: list[str],
+    methods: list[str],
+    seq: int,
+    batch: int,
+    steps: int,
+    from_disk: bool = False,
+    recompute: bool = False,
 ) -> list[dict]:
     rows = []
     for model in models:
         with tempfile.TemporaryDirectory() as saved:
             path = _saved_flavor(model, Path(saved)) if from_disk and not Path(model).exists() else None
             for method in methods:
-                rows.append(_run_row(model, path, method, seq, batch, steps))
+                rows.append(_run_row(model, path, method, seq, batch, steps, recompute))
     by_model = {}
     for row in rows:
-        by_model.setdefault(row["model"], {})[row["method"]] = row
+        by_model.setdefault((row["model"], row.get("recompute")), {})[row["method"]] = row
     for row in rows:
         for base in ("full", "lora"):
-            ref = by_model[row["model"]].get(base)
+            ref = by_model[(row["model"], row.get("recompute"))].get(base)
             if ref and (base == "full" or row["method"].startswith("qlora-")):
                 row[f"rss_vs_{base}"] = row["peak_rss_MB"] / ref["peak_rss_MB"]
                 row[f"speed_vs_{base}"] = row["tokens_per_sec"] / ref["tokens_per_sec"]
@@ -126,9 +134,12 @@ def _saved_flavor(flavor: str, out: Path) -> str:
     return str(out)
 
 
-def _run_row(model: str, path: str | None, method: str, seq: int, batch: int, steps: int) -> dict:
+def _run_row(
+    model: str, path: str | None, method: str, seq: int, batch: int, steps: int, recompute: bool
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"model": model, "path": path, "method": method, "seq": seq, "batch": batch, "steps": steps}
+        spec["recompute"] = recompute
         row = run_child(child_command("benchmarks.sft", {**spec, "tmp": tmp}))
     print(
         f"  {model} {method}: {row['tokens_per_sec']:.0f} tokens/s, {row['peak_rss_MB']:.0f} MB",
@@ -146,18 +157,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--name", default="sft_full_vs_lora")
     parser.add_argument("--from-disk", action="store_true", help="load flavors from a saved directory")
+    parser.add_argument("--recompute", action="store_true", help="recompute every layer in backward")
     args = parse_args_or_run_child(parser, child)
     if args is None:
         return
     from benchmarks.common import report
 
-    rows = run_rows(args.models, args.methods, args.seq, args.batch, args.steps, args.from_disk)
+    rows = run_rows(
+        args.models, args.methods, args.seq, args.batch, args.steps, args.from_disk, args.recompute
+    )
     report(
         args.name,
         rows,
         [
             "model",
             "method",
+            "recompute",
             "seq",
             "batch",
             "params_M",

@@ -3,6 +3,7 @@ resumes exactly, and exports a merged model that computes what the run does."""
 
 import numpy as np
 import paddle
+import pytest
 from safetensors.numpy import load_file
 
 from erniekit.models import load_model
@@ -91,16 +92,19 @@ def test_wint4_8_dpo_reads_a_model_directory_into_int4_experts(tmp_path):
     assert margins and np.mean(margins[-3:]) > np.mean(margins[:3])
 
 
-def test_quantised_base_grpo_rolls_out_and_learns(tmp_path):
-    """GRPO samples its rollouts on the serving engine: a quantised base must run there too."""
-    out = tmp_path / "grpo"
+@pytest.mark.parametrize("method", ["grpo", "ppo"])
+def test_quantised_base_rl_rolls_out_and_trains(tmp_path, method):
+    """GRPO and PPO sample their rollouts on the serving engine: a quantised base must run there too
+    (PPO's value head trains beside the adapters)."""
+    out = tmp_path / method
     erniekit(
         "train",
-        "ernie4_5/debug_grpo",
+        f"ernie4_5/debug_{method}",
         f"train.output_dir={out}",
         "lora.enabled=true",
         "lora.rank=8",
         "lora.quantize=int4",
+        "method.rollout.prompts_per_step=4",
         "train.max_steps=4",
         "train.eval_every=0",
         "logging.progress=none",
