@@ -106,6 +106,17 @@ class SFTConfig:
 
 
 @dataclass
+class PTConfig:
+    """Continued pre-training on raw text: every token trained, documents packed without padding."""
+
+    name: Literal["pt"] = option("pt", "Training method.")
+    text_keys: list[str] = option(
+        ["text"],
+        "Record fields joined by a newline into one document (.txt files: one document per line).",
+    )
+
+
+@dataclass
 class DPOConfig:
     """Preference optimisation on (prompt, chosen, rejected) pairs; losses and formulas in methods/dpo.py."""
 
@@ -189,7 +200,13 @@ class PPOConfig(PolicyGradientConfig):
     whiten_advantages: bool = option(True, "Normalise advantages to zero mean, unit std per rollout.")
 
 
-METHODS: dict[str, type] = {"sft": SFTConfig, "dpo": DPOConfig, "grpo": GRPOConfig, "ppo": PPOConfig}
+METHODS: dict[str, type] = {
+    "sft": SFTConfig,
+    "pt": PTConfig,
+    "dpo": DPOConfig,
+    "grpo": GRPOConfig,
+    "ppo": PPOConfig,
+}
 
 
 @dataclass
@@ -371,7 +388,7 @@ class Recipe:
 
     model: ModelConfig = option(ModelConfig(), "The network.")
     data: DataConfig = option(DataConfig(), "Training and evaluation data.")
-    method: SFTConfig | DPOConfig | GRPOConfig | PPOConfig = option(
+    method: SFTConfig | PTConfig | DPOConfig | GRPOConfig | PPOConfig = option(
         SFTConfig(), "Training method, selected by method.name.", variants=METHODS
     )
     lora: LoraConfig = option(LoraConfig(), "LoRA adapters (off by default: full fine-tuning).")

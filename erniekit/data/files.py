@@ -1,7 +1,8 @@
 """Reading JSON / JSONL record files with errors that name the file and line.
 
 ``samples://NAME`` resolves to a file bundled with erniekit (:mod:`erniekit.resources`). A JSONL file
-holds one object per line (blank lines allowed); a ``.json`` file holds one array of objects.
+holds one object per line (blank lines allowed); a ``.json`` file holds one array of objects; a ``.txt``
+file one document per non-empty line (raw text for continued pre-training).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def read_records(
     if file.suffix == ".json":
         yield from _read_json_array(path, raw, skip_bad, stats, limit)
         return
+    if file.suffix == ".txt":
+        yield from _read_text_lines(path, raw, limit)
+        return
     count = 0
     for line_no, line in enumerate(raw.split(b"\n"), start=1):
         if limit is not None and count >= limit:
@@ -86,6 +90,21 @@ def _read_json_array(path, raw, skip_bad, stats, limit) -> Iterator[Record]:
             _bad(where, f"expected a JSON object, got {type(data).__name__}", skip_bad, stats)
             continue
         yield Record(where, data)
+
+
+def _read_text_lines(path, raw: bytes, limit) -> Iterator[Record]:
+    """A plain text file: one document per non-empty line, as a ``{"text": line}`` record."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    count = 0
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if limit is not None and count >= limit:
+            return
+        if line.strip():
+            count += 1
+            yield Record(f"{path}:{line_no}", {"text": line.rstrip("\r")})
 
 
 def _bad(where: str, reason: str, skip_bad: bool, stats: ReadStats | None) -> None:

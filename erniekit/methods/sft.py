@@ -138,7 +138,7 @@ class SFT:
         self.stats: dict[str, dict] = {}
         self.train_sources, self.eval_sources = [], []
         for spec in d.train:
-            examples, stats = load_sft_examples(spec, recipe, tokenizer, args)
+            examples, stats = self.load_examples(spec, recipe, tokenizer, args)
             self.stats[spec.path] = stats.as_dict()
             if d.eval_holdout and not d.eval:
                 keep, held = holdout_split(len(examples.lengths), d.eval_holdout, t.seed, spec.path)
@@ -146,7 +146,7 @@ class SFT:
                 examples = examples.select(keep)
             self.train_sources.append(examples)
         for spec in d.eval:
-            examples, stats = load_sft_examples(spec, recipe, tokenizer, args)
+            examples, stats = self.load_examples(spec, recipe, tokenizer, args)
             self.stats[spec.path] = stats.as_dict()
             self.eval_sources.append(examples)
         self.loader = (
@@ -164,6 +164,9 @@ class SFT:
             )
         )
         self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
+
+    def load_examples(self, spec, recipe: Recipe, tokenizer: Tokenizer, args) -> tuple[Examples, TokenStats]:
+        return load_sft_examples(spec, recipe, tokenizer, args)
 
     # --- batches -------------------------------------------------------------------------------
     def _materialize(self, rows, sources) -> dict:

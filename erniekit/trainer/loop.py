@@ -135,6 +135,7 @@ def build_method(recipe: Recipe, tokenizer, model, rank: int, world: int):
 
     classes = {
         "sft": "erniekit.methods.sft:SFT",
+        "pt": "erniekit.methods.pt:PT",
         "dpo": "erniekit.methods.dpo:DPO",
         "grpo": "erniekit.methods.grpo:GRPO",
         "ppo": "erniekit.methods.ppo:PPO",
