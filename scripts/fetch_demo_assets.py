@@ -36,7 +36,14 @@ LLAMAFACTORY = (
     "llamafactory-0.9.5.tar.gz",
     "1702c0bfb864e80577a59521d2edcacd2aab05ec6aee06188fcba335a589681f",
 )
-DATA_FILES = ("alpaca_en_demo.json", "alpaca_zh_demo.json", "dpo_en_demo.json", "dpo_zh_demo.json")
+DATA_FILES = (
+    "alpaca_en_demo.json",
+    "alpaca_zh_demo.json",
+    "dpo_en_demo.json",
+    "dpo_zh_demo.json",
+    "wiki_demo.txt",  # raw text for continued pre-training (smollm2/pt_wiki)
+    "c4_demo.jsonl",
+)
 
 
 def sha256(path: Path) -> str:
