@@ -182,6 +182,11 @@ class GRPOConfig(PolicyGradientConfig):
     epsilon_high: float | None = option(
         None, "Clip range above 1 (DAPO clip-higher); default: epsilon.", gt=0
     )
+    policy_loss: Literal["grpo", "gspo", "cispo"] = option(
+        "grpo",
+        "Surrogate: per-token clipped ratio (grpo), one ratio per completion (gspo), or clipped ratios "
+        "as constant weights on log-probabilities (cispo).",
+    )
 
 
 @dataclass

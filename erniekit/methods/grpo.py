@@ -9,6 +9,17 @@ rho_t = exp(log pi(y_t) - log pi_old(y_t)):
     loss_t = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps_high) A) + beta * KL_t
     KL_t   = exp(q_t) - q_t - 1,  q_t = log pi_ref(y_t) - log pi(y_t)   (the k3 estimator, >= 0)
 
+``policy_loss`` swaps the surrogate (same clipping ranges, KL term and aggregation):
+
+* ``gspo`` (GSPO, https://arxiv.org/abs/2507.18071): one importance ratio per completion,
+  s_i = exp(mean_t (log pi(y_t) - log pi_old(y_t))), in loss_i = -min(s_i A, clip(s_i, 1 - eps,
+  1 + eps_high) A). It is applied token by token in GSPO-token form, rho_t = sg(s_i) pi(y_t) / sg(pi(y_t)):
+  the value of every rho_t is s_i and, with the default per-sequence token mean, the gradient is s_i's
+  (the paper uses far smaller ranges than GRPO's, e.g. eps 3e-4, eps_high 4e-4);
+* ``cispo`` (CISPO, MiniMax-M1, https://arxiv.org/abs/2506.13585): the clipped ratio becomes a constant
+  weight on a REINFORCE term, loss_t = -sg(clip(rho_t, 1 - eps, 1 + eps_high)) A log pi(y_t), so clipped
+  tokens still pass a gradient (the paper pairs it with ``token-mean`` and a large eps_high).
+
 Token losses become the step loss by ``loss_aggregation``: ``seq-mean-token-mean`` (mean over tokens of
 each completion, then over completions: GRPO), ``token-mean`` (over all tokens of the step: DAPO,
 https://arxiv.org/abs/2503.14476) or ``seq-mean-token-sum-norm`` (token sums divided by
@@ -41,12 +52,40 @@ def group_advantages(rewards: np.ndarray, group_size: int, scale: bool) -> np.nd
     return centred.reshape(-1)
 
 
-def clipped_token_loss(logp, old_logp, ref_logp, adv, eps_low: float, eps_high: float, beta: float):
+def sequence_ratio(logp, old_logp, seq, n_seq: int) -> paddle.Tensor:
+    """GSPO's ratio in token form: sg(s_i) * pi / sg(pi), s_i = exp(mean over the completion's tokens
+    of log pi - log pi_old); ``seq`` [T] numbers each token's completion (0..n_seq-1)."""
+    diff = (logp - old_logp).detach()
+    sums = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, diff)
+    counts = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, paddle.ones_like(diff))
+    s = paddle.exp(paddle.gather(sums / counts, seq))
+    return s * paddle.exp(logp - logp.detach())
+
+
+def clipped_token_loss(
+    logp,
+    old_logp,
+    ref_logp,
+    adv,
+    eps_low: float,
+    eps_high: float,
+    beta: float,
+    policy_loss: str = "grpo",
+    seq=None,
+    n_seq: int = 0,
+):
     """Per-token loss, KL and whether the ratio was clipped (formulas in the module docstring)."""
-    ratio = paddle.exp(logp - old_logp)
+    if policy_loss == "gspo":
+        ratio = sequence_ratio(logp, old_logp, seq, n_seq)
+    else:
+        ratio = paddle.exp(logp - old_logp)
     clipped_ratio = paddle.clip(ratio, 1 - eps_low, 1 + eps_high)
-    loss = -paddle.minimum(ratio * adv, clipped_ratio * adv)
-    clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+    if policy_loss == "cispo":
+        loss = -(clipped_ratio.detach() * adv) * logp
+        clipped = (ratio < 1 - eps_low) | (ratio > 1 + eps_high)
+    else:
+        loss = -paddle.minimum(ratio * adv, clipped_ratio * adv)
+        clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
     kl = paddle.zeros_like(logp)
     if ref_logp is not None:
         q = ref_logp - logp
@@ -109,6 +148,9 @@ class GRPO(RolloutMethod):
             c.epsilon,
             c.epsilon_high or c.epsilon,
             c.beta,
+            c.policy_loss,
+            seq,
+            int(batch["seq_keys"].shape[0]),
         )
         loss = aggregate(
             loss_t, seq, int(batch["seq_keys"].shape[0]), c.loss_aggregation, norm, c.rollout.max_new_tokens

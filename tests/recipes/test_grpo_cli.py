@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from erniekit.trainer.metrics import read_metrics
 from tests.helpers import erniekit
 
@@ -40,3 +42,15 @@ def test_debug_vl_grpo_reward_rises_on_image_prompts(tmp_path):
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["kl"]) for r in records if "loss" in r)
     completions = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert completions and all(c["prompt"][0]["type"] == "image" for c in completions)
+
+
+@pytest.mark.parametrize("policy_loss", ["gspo", "cispo"])
+def test_gspo_and_cispo_learn_the_debug_reward(tmp_path, policy_loss):
+    """The other surrogates on the same loop (measured: reward 0.01 -> 0.94 / 0.98 by rollout 14)."""
+    out = tmp_path / policy_loss
+    erniekit(
+        "train", "ernie4_5/debug_grpo", f"method.policy_loss={policy_loss}", "train.max_steps=28",
+        "train.eval_every=0", f"train.output_dir={out}", "logging.progress=none",
+    )  # fmt: skip
+    rewards = [r["reward_mean"] for r in read_metrics(out / "metrics.jsonl") if "reward_mean" in r]
+    assert sum(rewards[:3]) / 3 < 0.1 and sum(rewards[-3:]) / 3 > 0.5, rewards

@@ -44,6 +44,55 @@ def test_clipped_token_loss_matches_numpy(lo, hi, beta):
     assert np.array_equal(clipped.numpy().astype(bool), exp_clip)
 
 
+def _grad(policy_loss, logp, old, adv, seq, lo, hi, mode):
+    t = lambda a, dtype="float32": paddle.to_tensor(a.astype(dtype))  # noqa: E731
+    x = t(logp)
+    x.stop_gradient = False
+    n_seq = int(seq.max()) + 1
+    loss_t, _, clipped = clipped_token_loss(
+        x, t(old), None, t(adv[seq]), lo, hi, 0.0, policy_loss, t(seq, "int64"), n_seq
+    )
+    norm = {"tokens": float(len(logp)), "sequences": float(n_seq)}
+    total = aggregate(loss_t, t(seq, "int64"), n_seq, mode, norm, 8)
+    total.backward()
+    return float(total), x.grad.numpy(), clipped.numpy().astype(bool)
+
+
+def test_gspo_is_the_sequence_ratio_objective():
+    """GSPO in token form: the step loss is -mean_i min(s_i A_i, clip(s_i) A_i) with s_i the geometric
+    mean ratio of completion i, and its gradient that objective's, computed here by hand."""
+    seq = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    logp = RNG.uniform(-3, -0.1, 9)
+    old = logp + RNG.normal(0, 0.05, 9)
+    old[5:] = logp[5:] + 0.2  # completion 2 far off: s_2 = exp(-0.2) < 1 - eps, clipped if A_2 < 0
+    adv = np.array([1.0, 0.5, -1.0])
+    lo, hi = 0.1, 0.1
+    value, grad, _ = _grad("gspo", logp, old, adv, seq, lo, hi, "seq-mean-token-mean")
+    lengths = np.bincount(seq)
+    s = np.exp(np.bincount(seq, logp - old) / lengths)
+    per_seq = np.minimum(s * adv, np.clip(s, 1 - lo, 1 + hi) * adv)
+    assert value == pytest.approx(-per_seq.mean(), rel=1e-5)
+    active = ~(((s < 1 - lo) & (adv < 0)) | ((s > 1 + hi) & (adv > 0)))
+    want = -(active * adv * s / lengths)[seq] / 3  # d s_i / d logp_t = s_i / |y_i|
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
+    assert not active[2] and active[:2].all()
+
+
+def test_cispo_weights_log_probs_by_the_clipped_ratio():
+    """CISPO: loss = -sum_t sg(clip(r_t)) A log pi_t / T, so every token, clipped or not, gets the
+    gradient -clip(r_t) A / T."""
+    seq = np.array([0, 0, 1, 1, 1])
+    logp = RNG.uniform(-3, -0.1, 5)
+    old = logp - np.array([0.0, 0.5, -0.5, 0.01, 0.0])  # ratios e^0, e^0.5, e^-0.5, ...
+    adv = np.array([1.0, -2.0])
+    lo, hi = 0.2, 0.3
+    value, grad, clipped = _grad("cispo", logp, old, adv, seq, lo, hi, "token-mean")
+    weight = np.clip(np.exp(logp - old), 1 - lo, 1 + hi)
+    assert value == pytest.approx(-(weight * adv[seq] * logp).sum() / 5, rel=1e-5)
+    np.testing.assert_allclose(grad, -weight * adv[seq] / 5, rtol=1e-5, atol=1e-7)
+    assert clipped.tolist() == [False, True, True, False, False]
+
+
 def test_aggregation_modes():
     loss = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     seq = np.array([0, 0, 0, 1, 1, 2])
