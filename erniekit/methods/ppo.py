@@ -23,15 +23,15 @@ import logging
 
 import numpy as np
 import paddle
-from paddle import nn
 
 from erniekit.config.schema import Recipe
 from erniekit.methods.base import target_logps, target_outputs
 from erniekit.methods.rollout import Rollout, RolloutMethod
+from erniekit.models.common.heads import VALUE as VALUE_HEAD
+from erniekit.models.common.heads import attach_head
 from erniekit.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-VALUE_HEAD = "value_head"
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -64,9 +64,7 @@ class PPO(RolloutMethod):
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, model, rank: int = 0, world: int = 1):
         super().__init__(recipe, tokenizer, model, rank, world)
-        if not hasattr(model, VALUE_HEAD):
-            init = paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, 1.0 / model.args.hidden_size))
-            setattr(model, VALUE_HEAD, nn.Linear(model.args.hidden_size, 1, weight_attr=init))
+        attach_head(model, VALUE_HEAD)
         log.info(
             "PPO: %d prompts per rollout, rewards %s, reference: %s",
             self.cfg.rollout.prompts_per_step,

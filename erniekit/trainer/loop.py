@@ -23,6 +23,7 @@ from erniekit import ops
 from erniekit.config import Recipe, render_yaml
 from erniekit.config.core import ConfigError
 from erniekit.errors import ErniekitError, Interrupted
+from erniekit.models.common.heads import head_tensors
 from erniekit.models.common.moe import expert_usage, update_correction_bias
 from erniekit.parallel.clip import GlobalNormClip
 from erniekit.parallel.env import init_parallel
@@ -139,6 +140,7 @@ def build_method(recipe: Recipe, tokenizer, model, rank: int, world: int):
         "dpo": "erniekit.methods.dpo:DPO",
         "grpo": "erniekit.methods.grpo:GRPO",
         "ppo": "erniekit.methods.ppo:PPO",
+        "rm": "erniekit.methods.rm:RM",
     }
     module, _, cls = classes[recipe.method.name].partition(":")
     return getattr(importlib.import_module(module), cls)(recipe, tokenizer, model, rank, world)
@@ -164,6 +166,7 @@ class Trainer:
         self.method = build_method(
             recipe, self.tokenizer, self.model, self.dist.data_rank, self.dist.data_world
         )
+        self.layout.tensors.update(head_tensors(self.model))  # a method's heads (PPO's value, RM's score)
         self.named_params = {
             n: p
             for n, p in self.layout.tensors.items()

@@ -1,5 +1,8 @@
 """The real CLI on the debug PPO recipe: value head calibrates, reward rises, export drops the value head."""
 
+from safetensors.numpy import load_file
+
+from erniekit.trainer import checkpoint as ckpt
 from erniekit.trainer.metrics import read_metrics
 from tests.helpers import erniekit
 
@@ -15,4 +18,8 @@ def test_debug_ppo_learns(tmp_path):
     assert sum(rewards[-5:]) / 5 > 5 * sum(rewards[:5]) / 5, rewards
     evals = [r["eval_reward_mean"] for r in records if "eval_reward_mean" in r]
     assert evals[-1] > evals[0]
+    # the value head is trained with the policy and saved with its checkpoints (it was once neither)
+    arrays, _, _ = ckpt.read_checkpoint(ckpt.checkpoints(out)[-1])
+    assert arrays["value_head.weight"].shape[1] == 1 and abs(arrays["value_head.bias"][0]) > 1e-4
     erniekit("export", out, "--out", tmp_path / "hf", timeout=300)
+    assert not any(k.startswith("value_head") for k in load_file(str(tmp_path / "hf" / "model.safetensors")))
