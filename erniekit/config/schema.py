@@ -136,6 +136,20 @@ class DPOConfig:
 
 
 @dataclass
+class RMConfig:
+    """A reward model: a scalar score head on the decoder, trained on preference pairs (Bradley-Terry);
+    formulas in methods/rm.py."""
+
+    name: Literal["rm"] = option("rm", "Training method.")
+    margin_key: str | None = option(
+        "margin", "Record field with the score gap a pair must clear (absent: 0); null ignores it."
+    )
+    center_rewards: float = option(
+        0.0, "Weight of the (r_chosen + r_rejected)^2 penalty that keeps scores centred on 0.", ge=0
+    )
+
+
+@dataclass
 class RolloutConfig:
     """Sampling completions for RL (GRPO, PPO) from prompt/answer data."""
 
@@ -156,7 +170,8 @@ class PolicyGradientConfig:
 
     name: str = option("", "Training method.")
     rewards: list[str] = option(
-        ["numeric"], "Reward functions: built-ins of erniekit/rl/rewards.py or module:fn."
+        ["numeric"],
+        "Reward functions: built-ins of erniekit/rl/rewards.py, model:PATH (a reward model) or module:fn.",
     )
     reward_weights: list[float] = option([], "Weight of each reward function; empty means all 1.")
     epsilon: float = option(0.2, "Clip range below 1 of the probability ratio.", gt=0, lt=1)
@@ -209,6 +224,7 @@ METHODS: dict[str, type] = {
     "sft": SFTConfig,
     "pt": PTConfig,
     "dpo": DPOConfig,
+    "rm": RMConfig,
     "grpo": GRPOConfig,
     "ppo": PPOConfig,
 }
@@ -393,7 +409,7 @@ class Recipe:
 
     model: ModelConfig = option(ModelConfig(), "The network.")
     data: DataConfig = option(DataConfig(), "Training and evaluation data.")
-    method: SFTConfig | PTConfig | DPOConfig | GRPOConfig | PPOConfig = option(
+    method: SFTConfig | PTConfig | DPOConfig | RMConfig | GRPOConfig | PPOConfig = option(
         SFTConfig(), "Training method, selected by method.name.", variants=METHODS
     )
     lora: LoraConfig = option(LoraConfig(), "LoRA adapters (off by default: full fine-tuning).")

@@ -79,8 +79,9 @@ def collate_shared_prefix(
     pixel_values / image_grid_thw (and videos), in the order of the rows and items.
 
     Targets are listed sparsely, since the prompt's last token predicts the first token of every reply:
-    ``target_index`` (flat position in [B*S]), ``target_token`` and ``target_seq`` (the reply's number in
-    the batch, in order); ``seq_keys`` [n_replies, len(key)] carries each reply's key.
+    ``target_index`` (flat position in [B*S]), ``target_token``, ``target_position`` (where the token
+    itself sits, flat) and ``target_seq`` (the reply's number in the batch, in order); ``seq_keys``
+    [n_replies, len(key)] carries each reply's key.
     """
     longest = max(sum(len(p) + sum(len(r) for r, _ in replies) for p, replies, *_ in row) for row in rows)
     length = length or longest
@@ -88,7 +89,7 @@ def collate_shared_prefix(
     out = {name: np.zeros((b, length), np.int64) for name in ("input_ids", "segment_ids", "branch_ids")}
     positions = np.zeros((3, b, length) if vision is not None else (1, b, length), np.int64)
     out["input_ids"][:] = pad_id
-    index, token, seq, keys, media = [], [], [], [], []
+    index, where, token, seq, keys, media = [], [], [], [], [], []
     for row_i, row in enumerate(rows):
         start, base = 0, row_i * length
         for seg, (prompt, replies, *extra) in enumerate(row, start=1):
@@ -115,6 +116,7 @@ def collate_shared_prefix(
                 out["branch_ids"][row_i, span] = branch
                 # token j of a reply is predicted at the previous position: the prompt's last token for j=0
                 index += [base + start + n_p - 1] + [base + offset + j - 1 for j in range(1, len(reply))]
+                where += range(base + offset, base + offset + len(reply))
                 token += list(reply)
                 seq += [len(keys)] * len(reply)
                 keys.append(key)
@@ -132,6 +134,7 @@ def collate_shared_prefix(
                 out[name], out[grid] = joined.pixel_values, joined.grid_thw
     out.update(
         target_index=np.array(index, np.int64),
+        target_position=np.array(where, np.int64),
         target_token=np.array(token, np.int64),
         target_seq=np.array(seq, np.int64),
         seq_keys=np.array(keys, np.int64).reshape(len(keys), -1),

@@ -116,6 +116,15 @@ def _share(c: list[int], r: list[int], room: int) -> tuple[list[int], list[int]]
     return c[:half], r[: room - half]
 
 
+def reply_ids(encode_chat, messages: list[dict], prompt: list[int], text: str) -> list[int]:
+    """The tokens an assistant reply ``text`` adds after ``prompt`` (the template's rendering of
+    ``messages`` up to the assistant turn): the trained ones, ending with the end-of-turn token."""
+    ids, trainable = encode_chat([*messages, {"role": "assistant", "content": text}], False)
+    if ids[: len(prompt)] != prompt:
+        raise ValueError("the chat template does not render the prompt as a prefix of the reply")
+    return [t for t, keep in zip(ids[len(prompt) :], trainable[len(prompt) :]) if keep]
+
+
 def encode_pair(
     tokenizer: Tokenizer,
     messages: list[dict],
@@ -133,13 +142,8 @@ def encode_pair(
 
     def encode(msgs):
         prompt, _ = encode_chat(msgs, add_generation_prompt=True)
-        replies = []
-        for text in (chosen, rejected):
-            ids, trainable = encode_chat([*msgs, {"role": "assistant", "content": text}], False)
-            if ids[: len(prompt)] != prompt:
-                raise ValueError("the chat template does not render the prompt as a prefix of the reply")
-            replies.append([t for t, keep in zip(ids[len(prompt) :], trainable[len(prompt) :]) if keep])
-        return prompt, replies[0], replies[1]
+        c, r = (reply_ids(encode_chat, msgs, prompt, text) for text in (chosen, rejected))
+        return prompt, c, r
 
     prompt, c, r = encode(messages)
     if len(prompt) + len(c) + len(r) > max_len:

@@ -17,6 +17,7 @@ from erniekit.errors import CheckpointError
 from erniekit.inference.load import load_for_inference
 from erniekit.manifest import sealed
 from erniekit.models import save_pretrained
+from erniekit.models.common.heads import SCORE
 from erniekit.peft.adapter import save_peft_adapter
 from erniekit.peft.lora import base_state, lora_layers, merged_state
 from erniekit.tensors import to_numpy
@@ -63,7 +64,11 @@ def _export_hf(
     recipe, tokenizer, model, processor, out: Path, merge_lora, dtype, max_shard_size, layout
 ) -> Path:
     has_lora = bool(lora_layers(model))
-    merge_lora = merge_lora or layout == "paddle"  # the Paddle layout has no adapter form
+    scorer = getattr(model, SCORE, None) is not None
+    if layout == "paddle" and scorer:
+        raise CheckpointError("--to paddle writes language models; export a reward model with --to hf")
+    # the Paddle layout has no adapter form; a reward model's head is part of its weights
+    merge_lora = merge_lora or layout == "paddle" or scorer
     if has_lora and not merge_lora:
         base = recipe.model.path
         if base is None:
@@ -77,9 +82,12 @@ def _export_hf(
         log.info("wrote PEFT adapter to %s (base model: %s)", out, base)
         return out
     arrays = {k: v.numpy() for k, v in merged_state(model).items()} if has_lora else None
-    save_pretrained(model, out, dtype, max_shard_size, arrays=arrays, processor=processor, layout=layout)
+    save_pretrained(
+        model, out, dtype, max_shard_size, arrays, processor, layout, pad_token_id=tokenizer.pad_id
+    )
     _write_tokenizer(tokenizer, out)
-    log.info("wrote %s model to %s", "merged" if has_lora else "full", out)
+    kind = "reward" if scorer else "merged" if has_lora else "full"
+    log.info("wrote %s model to %s", kind, out)
     return out
 
 

@@ -163,10 +163,12 @@ class RolloutMethod:
     def score(
         self, completions: list[str], records: list[PromptRecord]
     ) -> tuple[np.ndarray, dict[str, float]]:
-        per_fn = {
-            name: np.array([fn(text, rec) for text, rec in zip(completions, records)], np.float64)
-            for name, fn in self.reward_fns.items()
-        }
+        def run(fn):
+            if hasattr(fn, "batch"):  # e.g. a reward model, one batched forward for the rollout
+                return np.asarray(fn.batch(completions, records), np.float64)
+            return np.array([fn(text, rec) for text, rec in zip(completions, records)], np.float64)
+
+        per_fn = {name: run(fn) for name, fn in self.reward_fns.items()}
         total = sum(w * per_fn[name] for name, w in zip(self.reward_fns, self.reward_weights))
         return total, {f"reward/{name}": float(v.mean()) for name, v in per_fn.items()}
 

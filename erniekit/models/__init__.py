@@ -117,6 +117,7 @@ def load_model(path: str | Path, dtype: str = "float32", store: Callable | None 
     import paddle
 
     from erniekit.manifest import verify
+    from erniekit.models.common.heads import SCORE, SCORE_RULE, attach_head, is_score_config
     from erniekit.models.common.weights import (
         TensorSource,
         check_and_assign,
@@ -125,20 +126,26 @@ def load_model(path: str | Path, dtype: str = "float32", store: Callable | None 
     )
     from erniekit.models.llama.gguf import GGUFSource, is_gguf
 
+    scorer = False
     if is_gguf(path):  # a llama.cpp file: its tensors dequantised one at a time as they are read
         source = GGUFSource(path)
         args = source.args
     else:
         args = load_args(path)
+        scorer = is_score_config(read_config(path))
         verify(resolve_path(path), missing="ignore")  # an erniekit export or conversion has a manifest
         source = TensorSource(resolve_path(path))
     fam = family(args.family)
     with paddle.LazyGuard() if store else contextlib.nullcontext():
         model = fam.model.build(args)
+        if scorer:  # a reward model: the decoder and its score head, no language-model head
+            attach_head(model, SCORE)
     if hasattr(fam.hf, "canonical_names"):  # families whose releases place some tensors differently
         source.rename(fam.hf.canonical_names(source.keys()))
     layout = fam.hf.detect_layout(source.keys())
     rules = fam.hf.weight_rules(args, layout)
+    if scorer:
+        rules = [r for r in rules if r.internal != _TIED_HEAD] + [SCORE_RULE]
     transpose = layout == "hf"
     state = model.state_dict()
     expected = {}
@@ -156,7 +163,7 @@ def load_model(path: str | Path, dtype: str = "float32", store: Callable | None 
     extra = [k for k in source.location if k not in expected and not any(p in k for p in ignorable)]
     if extra:
         raise CheckpointError(f"{path}: unexpected tensor {extra[0]} (not part of this config.json's model)")
-    unread = set(state) - {r.internal for r in rules}
+    unread = set(state) - {r.internal for r in rules} - ({_TIED_HEAD} if scorer else set())
     if unread:
         raise CheckpointError(f"{path}: no weights for {sorted(unread)[0]}")
     setters = store(model) if store else {}
@@ -221,11 +228,15 @@ def to_hf_tensors(
 ) -> dict[str, np.ndarray]:
     """Our parameters in the family's HF names and layouts, or (``layout="paddle"``) ERNIE's Paddle
     checkpoint layout: ``ernie.`` names, fused qkv/up_gate, Linear weights [in, out]."""
+    from erniekit.models.common.heads import LM_HEAD, SCORE_RULE
     from erniekit.models.common.weights import to_external
 
     fam = family(model.args.family)
     arrays = state_dict_numpy(model) if arrays is None else arrays
-    return to_external(fam.hf.weight_rules(model.args, layout), arrays, transpose=layout == "hf")
+    rules = fam.hf.weight_rules(model.args, layout)
+    if SCORE_RULE.internal in arrays:  # a reward model: its score head instead of the LM head
+        rules = [r for r in rules if r.internal != LM_HEAD] + [SCORE_RULE]
+    return to_external(rules, arrays, transpose=layout == "hf")
 
 
 def save_pretrained(
@@ -236,18 +247,24 @@ def save_pretrained(
     arrays: dict[str, np.ndarray] | None = None,
     processor=None,
     layout: str = "hf",
+    pad_token_id: int | None = None,
 ) -> Path:
     """Write ``config.json``, ``generation_config.json`` and safetensors that transformers loads (or, in
     ERNIE's ``paddle`` layout, that ERNIEKit and FastDeploy load); a vision-language model also gets its
-    ``preprocessor_config.json`` (``processor``, or the family's)."""
+    ``preprocessor_config.json`` (``processor``, or the family's). A model with a ``score`` head is written
+    as the family's sequence classifier (a reward model), scoring before ``pad_token_id``."""
     from erniekit.models.common.weights import save_safetensors_dir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from erniekit.models.common.heads import SCORE_RULE, score_config
+
     fam = family(model.args.family)
     config = fam.hf.config_from_args(model.args)
     config["dtype"] = dtype
     tensors = to_hf_tensors(model, arrays, layout)
+    if SCORE_RULE.external[0] in tensors:
+        config = score_config(config, config.get("pad_token_id") if pad_token_id is None else pad_token_id)
     save_safetensors_dir(tensors, out_dir, dtype, max_shard_size, fam.hf.KEEP_FLOAT32)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     generation = {

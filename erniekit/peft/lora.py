@@ -250,9 +250,13 @@ def merged_model(model: nn.Layer) -> nn.Layer:
     if not lora_layers(model):
         return model
     from erniekit.models import build_model
+    from erniekit.models.common.heads import HEADS, attach_head
     from erniekit.models.common.weights import check_and_assign
 
     plain = build_model(model.args)
+    for head in HEADS:
+        if getattr(model, head, None) is not None:
+            attach_head(plain, head)
     check_and_assign(plain, {k: v.numpy() for k, v in merged_state(model).items()}, "merged LoRA model")
     plain.eval()
     return plain

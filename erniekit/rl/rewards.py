@@ -11,7 +11,8 @@ A reward function is ``f(completion: str, record: PromptRecord) -> float``. Buil
 * ``digits``: the fraction of characters that are digits (a dense, trivially learnable signal for smoke
   tests of the RL loop, not a task reward).
 
-Anything else is imported as ``module:function`` with the same signature.
+``model:PATH`` scores completions with a trained reward model (rl/reward_model.py). Anything else is
+imported as ``module:function`` with the same signature.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ BUILTIN: dict[str, RewardFn] = {
 def resolve_reward(name: str) -> RewardFn:
     if name in BUILTIN:
         return BUILTIN[name]
+    if name.startswith("model:"):  # a trained reward model (scores whole rollouts at once: .batch)
+        from erniekit.rl.reward_model import RewardModel
+
+        return RewardModel.load(name.removeprefix("model:"))
     module, _, attr = name.partition(":")
     if not attr:
         raise ValueError(f"unknown reward {name!r}; use {', '.join(BUILTIN)} or module:function")

@@ -19,6 +19,7 @@ from erniekit.config import Recipe, load_recipe
 from erniekit.config.core import ConfigError
 from erniekit.errors import CheckpointError
 from erniekit.models import adapt_tokenizer, build_model, flavor_args, load_model
+from erniekit.models.common.heads import SCORE, SCORE_RULE, VALUE, attach_head
 from erniekit.models.common.moe import set_capacity
 from erniekit.models.common.weights import check_and_assign
 from erniekit.peft import qlora
@@ -145,8 +146,11 @@ def restore(path: str | Path):
     recipe = load_recipe(checkpoint / "config.yaml")
     tokenizer, model = model_from_recipe(recipe)
     arrays, _, state = ckpt.read_checkpoint(checkpoint)
-    # training-only heads (PPO's value head) are not part of the model that is served or exported
-    arrays = {k: v for k, v in arrays.items() if not k.startswith("value_head.")}
+    # training-only heads (PPO's value head) are not part of the model that is served or exported; a
+    # reward model's score head is
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(f"{VALUE}.")}
+    if SCORE_RULE.internal in arrays:
+        attach_head(model, SCORE)
     load_model_arrays(model, arrays, str(checkpoint), state.get("model_args"), model.args)
     model.eval()
     return recipe, tokenizer, model

@@ -303,6 +303,15 @@ def test_dpo_under_tensor_parallelism(tmp_path):
     )
 
 
+def test_reward_model_under_data_parallelism(tmp_path):
+    """The score head is a parameter like the others: its gradients are averaged over the replicas."""
+    args = ["train.grad_accum=1", "train.eval_on_start=false"]
+    assert_same(
+        launch(tmp_path, 2, "parallel.dp=2", "train.micro_batch_size=1", *args, recipe="ernie4_5/debug_rm"),
+        single(tmp_path, "train.micro_batch_size=2", *args, recipe="ernie4_5/debug_rm"),
+    )
+
+
 def test_checkpoints_are_layout_independent(tmp_path):
     """tp2 x pp2 writes a checkpoint that one process resumes, and the reverse, continuing the same losses."""
     args = ["train.micro_batch_size=4", "train.grad_accum=2", "checkpoint.every=2", "checkpoint.keep=0"]
