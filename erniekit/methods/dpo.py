@@ -36,7 +36,7 @@ from safetensors.numpy import load_file, save_file
 
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
-from erniekit.data.files import resolve_data_path
+from erniekit.data.files import read_options, resolve_data_path
 from erniekit.data.loader import RowLoader, eval_rows
 from erniekit.data.multimodal import (
     MEDIA_COLUMNS,
@@ -182,6 +182,7 @@ def load_pairs(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> tuple[P
         stats,
         dependencies,
         features,
+        read_options(spec),
     )
     log.info("%s: %s", spec.path, stats.as_dict())
     media = ds.select_columns(list(MEDIA_COLUMNS)) if processor is not None else None
