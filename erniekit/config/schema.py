@@ -70,7 +70,9 @@ class DatasetSpec:
             "with images: erniekit_vl (text_info/image_info), query_response (<image> tags), messages.",
         )
     )
-    weight: float = option(1.0, "Relative sampling probability when several training files are mixed.", gt=0)
+    weight: float = option(
+        1.0, "Relative sampling probability when several training files are mixed (data.mix).", gt=0
+    )
     max_samples: int | None = option(None, "Use only the first N records of the file.", gt=0)
     split: str | None = option(
         None, "Split of a saved DatasetDict directory; needed when it has more than one."
@@ -89,7 +91,12 @@ class DatasetSpec:
 class DataConfig:
     """Where examples come from and how they become fixed-length token batches."""
 
-    train: list[DatasetSpec] = option([], "Training files, mixed by their weights.")
+    train: list[DatasetSpec] = option([], "Training files, mixed as data.mix says.")
+    mix: Literal["random", "concat", "interleave_under", "interleave_over"] = option(
+        "random",
+        "How training files make an epoch (ERNIEKit's mix_strategy): random draws by weight, concat takes "
+        "every example once, interleave_under/over draw by weight until the first/every file is used up.",
+    )
     eval: list[DatasetSpec] = option([], "Evaluation files (loss and perplexity).")
     eval_holdout: int = option(
         0, "When data.eval is empty: hold out this many records of each training file for evaluation.", ge=0
@@ -487,6 +494,14 @@ class Recipe:
                     problem = unknown_key(getattr(spec, field), allowed)
                     if problem:
                         raise ConfigError(problem, key=f"{name}[{i}].{field}")
+        if self.data.mix == "concat":
+            weighted = [i for i, spec in enumerate(self.data.train) if spec.weight != 1.0]
+            if weighted:
+                raise ConfigError(
+                    "concat takes every example once, so weights do not apply; drop the weight or "
+                    "choose data.mix random, interleave_under or interleave_over",
+                    key=f"data.train[{weighted[0]}].weight",
+                )
 
     def _validate_parallel(self) -> None:
         p = self.parallel

@@ -90,6 +90,7 @@ class RolloutMethod:
                 d.shuffle,
                 rank,
                 world,
+                d.mix,
             )
         )
         self.reward_fns = {name: resolve_reward(name) for name in c.rewards}

@@ -162,6 +162,7 @@ class SFT:
                 d.shuffle,
                 rank,
                 world,
+                d.mix,
             )
         )
         self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
