@@ -95,7 +95,8 @@ class DataConfig:
     mix: Literal["random", "concat", "interleave_under", "interleave_over"] = option(
         "random",
         "How training files make an epoch (ERNIEKit's mix_strategy): random draws by weight, concat takes "
-        "every example once, interleave_under/over draw by weight until the first/every file is used up.",
+        "every example once, interleave_under/over draw by weight until the first/every file is used up "
+        "(epochs: erniekit/data/loader.py).",
     )
     eval: list[DatasetSpec] = option([], "Evaluation files (loss and perplexity).")
     eval_holdout: int = option(

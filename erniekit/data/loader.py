@@ -20,7 +20,8 @@ The strategies are ERNIEKit's ``mix_strategy``. With n_i examples in source i (a
 
 Each epoch starts every source on a fresh cycle. One source is one shuffled pass under every strategy.
 Without shuffling, sources keep their file order (concat: file after file) but the random strategies
-still pick sources at random.
+still pick sources at random. The interleave strategies' epochs differ in length from one epoch to the
+next; :meth:`RowLoader.rows_per_epoch` (what ``train.epochs`` multiplies) is the first epoch's.
 
 With data parallelism every rank walks the same global sequence; a step of ``n`` rows per rank
 consumes ``n * world`` global rows, rank r taking slice r.
