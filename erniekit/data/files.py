@@ -20,6 +20,7 @@ data rows from 0 (``ds[N]``, ``df.iloc[N]``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -55,13 +56,18 @@ def read_options(spec) -> dict:
 
 
 def fingerprint(file: Path) -> bytes:
-    """The bytes a cache of ``file``'s records depends on: its own, or every file of a directory."""
+    """What a cache of ``file``'s records depends on: its bytes, or a directory's files' names and bytes
+    (hashed a block at a time: a saved dataset may be larger than memory)."""
     if file.is_file():
         return file.read_bytes()
-    parts = []
+    digest = hashlib.sha256()
     for item in sorted(p for p in file.rglob("*") if p.is_file()):
-        parts += [str(item.relative_to(file)).encode(), b"\0", item.read_bytes(), b"\0"]
-    return b"".join(parts)
+        digest.update(str(item.relative_to(file)).encode() + b"\0")
+        with item.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.digest()
 
 
 @dataclass

@@ -4,6 +4,7 @@ and the row; ``columns``/``tags`` read files whose keys differ from ours."""
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -264,6 +265,11 @@ def test_the_cache_follows_the_table_and_how_it_is_read(tmp_path, tok):
     assert len(calls) == 10
     write(theirs[:2], tmp_path / "d.parquet", "parquet")
     assert len(build({"output": "reply"})) == 2 and len(calls) == 12
+    path = write(theirs, tmp_path / "saved", "saved")  # a directory: its files' bytes are the key
+    assert len(build({"output": "reply"})) == 5 and len(calls) == 17
+    shutil.rmtree(path)
+    write(theirs[:3], tmp_path / "saved", "saved")
+    assert len(build({"output": "reply"})) == 3 and len(calls) == 20
 
 
 def test_recipes_check_column_and_tag_keys(tmp_path):
