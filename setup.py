@@ -53,6 +53,9 @@ setup(
         "numpy>=1.26,<3",
         "pyyaml>=6.0,<7",
         "datasets>=3.0,<6",
+        # Parquet/Arrow data files are read with it directly (datasets depends on it too); the reader
+        # API used (parquet.ParquetFile, ipc.open_file/open_stream) has been stable since 15
+        "pyarrow>=15,<30",
         "visualdl>=2.5,<3",
         "safetensors>=0.4.3,<1",
         "sentencepiece>=0.2,<0.3",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from erniekit.config import Recipe, load_recipe
 from erniekit.config.core import build
+from erniekit.data.files import read_options
 from erniekit.data.prompts import read_prompts
 from erniekit.scoring import resolve_scorer
 
@@ -28,7 +29,7 @@ def generation_scores(tokenizer, model, recipe: Recipe, processor=None) -> tuple
     encode = PromptEncoder(tokenizer, processor, model.args.vision)
     results, samples = {}, []
     for spec in cfg.generation:
-        records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples)
+        records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples, **read_options(spec))
         completions = []  # token ids, per record
         for start in range(0, len(records), cfg.batch_size):  # images decoded a batch at a time
             encoded = [encode(r.messages, r.base_dir) for r in records[start : start + cfg.batch_size]]

@@ -76,6 +76,9 @@ def _type_name(tp: Any) -> str:
     if origin is list:
         (item,) = typing.get_args(tp)
         return f"list of {_type_name(item)}"
+    if origin is dict:
+        key, item = typing.get_args(tp)
+        return f"mapping of {_type_name(key)} to {_type_name(item)}"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -150,6 +153,14 @@ def _convert(tp: Any, value: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
         if not isinstance(value, list):
             raise ctx.error(path, f"expected {_type_name(tp)}, got {_describe(value)}")
         return [_convert(item_tp, v, (*path, str(i)), ctx) for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ctx.error(path, f"expected a {_type_name(tp)}, got {_describe(value)}")
+        return {
+            _convert(key_tp, k, (*path, str(k)), ctx): _convert(item_tp, v, (*path, str(k)), ctx)
+            for k, v in value.items()
+        }
     if is_dataclass(tp):
         return _build(tp, value, path, ctx)
     if tp is bool:

@@ -58,7 +58,11 @@ class ModelConfig:
 class DatasetSpec:
     """One data file and how to read it."""
 
-    path: str = option("", "JSON/JSONL file; 'samples://NAME' names a file bundled with erniekit.")
+    path: str = option(
+        "",
+        "JSON/JSONL/.txt, Parquet, CSV or Arrow file, or a datasets save_to_disk directory; "
+        "'samples://NAME' names a file bundled with erniekit.",
+    )
     format: Literal["auto", "erniekit", "alpaca", "messages", "pairs", "erniekit_vl", "query_response"] = (
         option(
             "auto",
@@ -66,15 +70,34 @@ class DatasetSpec:
             "with images: erniekit_vl (text_info/image_info), query_response (<image> tags), messages.",
         )
     )
-    weight: float = option(1.0, "Relative sampling probability when several training files are mixed.", gt=0)
+    weight: float = option(
+        1.0, "Relative sampling probability when several training files are mixed (data.mix).", gt=0
+    )
     max_samples: int | None = option(None, "Use only the first N records of the file.", gt=0)
+    split: str | None = option(
+        None, "Split of a saved DatasetDict directory; needed when it has more than one."
+    )
+    columns: dict[str, str] = option(
+        {}, "Keys read under other names, {our_key: their_key}, e.g. {output: answer}."
+    )
+    tags: dict[str, str] = option(
+        {},
+        "Message keys and role names read under other names, {role|content|user|assistant|system: theirs}, "
+        "e.g. {content: text, assistant: bot}.",
+    )
 
 
 @dataclass
 class DataConfig:
     """Where examples come from and how they become fixed-length token batches."""
 
-    train: list[DatasetSpec] = option([], "Training files, mixed by their weights.")
+    train: list[DatasetSpec] = option([], "Training files, mixed as data.mix says.")
+    mix: Literal["random", "concat", "interleave_under", "interleave_over"] = option(
+        "random",
+        "How training files make an epoch (ERNIEKit's mix_strategy): random draws by weight, concat takes "
+        "every example once, interleave_under/over draw by weight until the first/every file is used up "
+        "(epochs: erniekit/data/loader.py).",
+    )
     eval: list[DatasetSpec] = option([], "Evaluation files (loss and perplexity).")
     eval_holdout: int = option(
         0, "When data.eval is empty: hold out this many records of each training file for evaluation.", ge=0
@@ -452,6 +475,7 @@ class Recipe:
             weights = self.method.reward_weights
             if weights and len(weights) != len(self.method.rewards):
                 raise ConfigError("needs one weight per reward function", key="method.reward_weights")
+        self._validate_data()
         self._validate_parallel()
         if self.model.flavor is not None and self.model.tokenizer is None:
             raise ConfigError("a randomly initialised model needs model.tokenizer", key="model.tokenizer")
@@ -472,6 +496,29 @@ class Recipe:
                     ConfigError("int4 experts are not split by expert parallelism yet", key="lora.quantize")
                 )
         return problems
+
+    def _validate_data(self) -> None:
+        from erniekit.data.columns import RECORD_KEYS, TAG_KEYS, unknown_key
+
+        record_keys = list(RECORD_KEYS) + [
+            k for k in getattr(self.method, "text_keys", []) if k not in RECORD_KEYS
+        ]
+        lists = (("data.train", self.data.train), ("data.eval", self.data.eval),
+                 ("eval.generation", self.eval.generation))  # fmt: skip
+        for name, specs in lists:
+            for i, spec in enumerate(specs):
+                for field, allowed in (("columns", record_keys), ("tags", TAG_KEYS)):
+                    problem = unknown_key(getattr(spec, field), allowed)
+                    if problem:
+                        raise ConfigError(problem, key=f"{name}[{i}].{field}")
+        if self.data.mix == "concat":
+            weighted = [i for i, spec in enumerate(self.data.train) if spec.weight != 1.0]
+            if weighted:
+                raise ConfigError(
+                    "concat takes every example once, so weights do not apply; drop the weight or "
+                    "choose data.mix random, interleave_under or interleave_over",
+                    key=f"data.train[{weighted[0]}].weight",
+                )
 
     def _validate_parallel(self) -> None:
         p = self.parallel

@@ -1,8 +1,9 @@
 """Tokenized datasets, built once per (file, tokenizer, settings) and cached with the ``datasets`` library.
 
-The cache key hashes the data file's bytes, the tokenizer's files, the chat template and every setting
-that changes the result, so editing any of them re-tokenizes; otherwise a later run memory-maps the
-arrow files ``datasets`` wrote. Files the records point to (images) are recorded with their size and
+The cache key hashes the data file's bytes (every file of a save_to_disk directory), how it is read
+(split, columns, tags), the tokenizer's files, the chat template and every setting that changes the
+result, so editing any of them re-tokenizes; otherwise a later run memory-maps the arrow files
+``datasets`` wrote. Files the records point to (images) are recorded with their size and
 modification time when the cache is built: a cache whose images changed since is rebuilt.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from erniekit.data.files import ReadStats, Record, read_records, resolve_data_path
+from erniekit.data.files import ReadStats, Record, fingerprint, read_records, resolve_data_path
 from erniekit.errors import DataError
 from erniekit.tokenizer import Tokenizer
 
@@ -52,26 +53,30 @@ def cached_dataset(
     stats,
     dependencies: list[Path] | None = None,
     features: dict | None = None,
+    reading: dict | None = None,
 ):
     """A ``datasets.Dataset`` of ``encode(record)`` rows (None rows are dropped), from cache when valid.
 
     ``stats`` (a TokenStats-like object with ``as_dict``) is filled on a fresh build and restored from
     the cache's sidecar file otherwise, so counts are reported either way. ``dependencies`` is a list
     ``encode`` appends the files it read to (images); the cache is valid while they are unchanged.
-    ``features`` gives some columns' ``datasets`` types (e.g. large binary image bytes).
+    ``features`` gives some columns' ``datasets`` types (e.g. large binary image bytes). ``reading`` holds
+    :func:`read_records`' split/columns/tags (:func:`erniekit.data.files.read_options` of a DatasetSpec).
     """
     import datasets
 
     file = resolve_data_path(path)
+    reading = {k: v for k, v in (reading or {}).items() if v}  # unset options leave older keys valid
     key = hashlib.sha256()
     for part in (
         kind,
         FORMAT_VERSION,
-        file.read_bytes(),
+        fingerprint(file),
         tokenizer_fingerprint(tokenizer),
         json.dumps(settings, sort_keys=True),
         str(skip_bad),
         str(limit),
+        json.dumps(reading, sort_keys=True) if reading else "",
     ):
         key.update(part if isinstance(part, bytes) else part.encode())
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -87,7 +92,7 @@ def cached_dataset(
 
     read_stats = ReadStats()
     rows: dict[str, list] = {c: [] for c in columns}
-    for record in read_records(path, skip_bad, read_stats, limit):
+    for record in read_records(path, skip_bad, read_stats, limit, **reading):
         try:
             row = encode(record)
         except ValueError as e:

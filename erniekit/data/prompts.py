@@ -87,11 +87,14 @@ def reasoning_gym_prompts(spec: str, limit: int | None = None) -> list[PromptRec
     return out
 
 
-def read_prompts(path: str, skip_bad: bool = False, limit: int | None = None) -> list[PromptRecord]:
+def read_prompts(
+    path: str, skip_bad: bool = False, limit: int | None = None, **reading
+) -> list[PromptRecord]:
+    """The prompts of a file (``reading``: read_records' split/columns/tags) or a reasoning-gym task."""
     if path.startswith(RG_SCHEME):
         return reasoning_gym_prompts(path, limit)
     out, base_dir = [], resolve_data_path(path).parent
-    for record in read_records(path, skip_bad, limit=limit):
+    for record in read_records(path, skip_bad, limit=limit, **reading):
         try:
             messages = to_prompt_messages(record.data)
         except ValueError as e:

@@ -16,7 +16,7 @@ import paddle
 
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
-from erniekit.data.files import resolve_data_path
+from erniekit.data.files import read_options, resolve_data_path
 from erniekit.data.loader import RowLoader, eval_rows
 from erniekit.data.multimodal import (
     MEDIA_COLUMNS,
@@ -125,6 +125,7 @@ def load_pairs(
         stats,
         dependencies,
         features,
+        read_options(spec),
     )
     log.info("%s: %s", spec.path, stats.as_dict())
     media = ds.select_columns(list(MEDIA_COLUMNS)) if processor is not None else None
@@ -165,6 +166,7 @@ class PairMethod:
                 d.shuffle,
                 rank,
                 world,
+                d.mix,
             )
         )
         self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)

@@ -18,6 +18,7 @@ import logging
 from erniekit.config.core import ConfigError
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
+from erniekit.data.files import read_options
 from erniekit.data.tokenize import TokenStats
 from erniekit.errors import DataError
 from erniekit.methods.sft import SFT, Examples
@@ -62,7 +63,7 @@ def load_pt_examples(spec, recipe: Recipe, tokenizer: Tokenizer) -> tuple[Exampl
     settings = {"text_keys": keys, "eos": tokenizer.eos_id}
     ds = cached_dataset(
         "pt", spec.path, tokenizer, settings, encode, ["input_ids"], d.cache_dir, d.skip_bad_lines,
-        spec.max_samples, stats,
+        spec.max_samples, stats, reading=read_options(spec),
     )  # fmt: skip
     stream = [t for doc in ds["input_ids"] for t in doc]
     inputs, labels = rows_of(stream, d.max_seq_len)

@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 
 from erniekit.config.schema import Recipe
+from erniekit.data.files import read_options
 from erniekit.data.loader import RowLoader
 from erniekit.data.multimodal import PromptEncoder
 from erniekit.data.packing import collate_shared_prefix, pack
@@ -69,16 +70,14 @@ class RolloutMethod:
         self.rank, self.world = rank, world
         self.train_prompts, self.eval_prompts = [], []
         for spec in d.train:
-            records = self._encode(read_prompts(spec.path, d.skip_bad_lines, spec.max_samples), spec.path)
+            records = self._encode(self._read(spec, d), spec.path)
             if d.eval_holdout and not d.eval:
                 keep, held = holdout_split(len(records), d.eval_holdout, t.seed, spec.path)
                 self.eval_prompts += [records[i] for i in held]
                 records = [records[i] for i in keep]
             self.train_prompts.append(records)
         for spec in d.eval:
-            self.eval_prompts += self._encode(
-                read_prompts(spec.path, d.skip_bad_lines, spec.max_samples), spec.path
-            )
+            self.eval_prompts += self._encode(self._read(spec, d), spec.path)
         self.loader = (
             None
             if not self.train_prompts
@@ -91,6 +90,7 @@ class RolloutMethod:
                 d.shuffle,
                 rank,
                 world,
+                d.mix,
             )
         )
         self.reward_fns = {name: resolve_reward(name) for name in c.rewards}
@@ -100,6 +100,10 @@ class RolloutMethod:
         self.rollouts = 0
         self.step = 0
         self.output_dir: Path | None = None
+
+    @staticmethod
+    def _read(spec, data) -> list[PromptRecord]:
+        return read_prompts(spec.path, data.skip_bad_lines, spec.max_samples, **read_options(spec))
 
     def _encode(self, records: list[PromptRecord], path: str) -> list[EncodedPrompt]:
         out, limit = [], self.max_len - self.cfg.rollout.max_new_tokens

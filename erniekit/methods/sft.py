@@ -20,6 +20,7 @@ import paddle
 
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
+from erniekit.data.files import read_options, resolve_data_path
 from erniekit.data.formats import to_messages
 from erniekit.data.loader import RowLoader, eval_rows
 from erniekit.data.multimodal import (
@@ -81,7 +82,6 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
             return None if pair is None else {"input_ids": pair[0], "labels": pair[1]}
 
     else:
-        from erniekit.data.files import resolve_data_path
         from erniekit.trainer.restore import recipe_processor
 
         processor = recipe_processor(recipe, args)
@@ -114,6 +114,7 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
         stats,
         dependencies,
         None if vision is None else media_features(),
+        read_options(spec),
     )
     log.info("%s: %s", spec.path, stats.as_dict())
     if vision is None:
@@ -161,6 +162,7 @@ class SFT:
                 d.shuffle,
                 rank,
                 world,
+                d.mix,
             )
         )
         self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
