@@ -173,6 +173,17 @@ class RMConfig:
 
 
 @dataclass
+class KTOConfig:
+    """KTO on unpaired completions labelled desirable or not; formulas in methods/kto.py."""
+
+    name: Literal["kto"] = option("kto", "Training method.")
+    beta: float = option(0.1, "Temperature beta of the implied reward beta (log pi - log pi_ref).", gt=0)
+    desirable_weight: float = option(1.0, "Weight lambda_D of the desirable examples' loss.", gt=0)
+    undesirable_weight: float = option(1.0, "Weight lambda_U of the undesirable examples' loss.", gt=0)
+    label_key: str = option("label", "Record field that is true for a desirable completion.")
+
+
+@dataclass
 class RolloutConfig:
     """Sampling completions for RL (GRPO, PPO) from prompt/answer data."""
 
@@ -248,6 +259,7 @@ METHODS: dict[str, type] = {
     "pt": PTConfig,
     "dpo": DPOConfig,
     "rm": RMConfig,
+    "kto": KTOConfig,
     "grpo": GRPOConfig,
     "ppo": PPOConfig,
 }
@@ -432,7 +444,7 @@ class Recipe:
 
     model: ModelConfig = option(ModelConfig(), "The network.")
     data: DataConfig = option(DataConfig(), "Training and evaluation data.")
-    method: SFTConfig | PTConfig | DPOConfig | RMConfig | GRPOConfig | PPOConfig = option(
+    method: SFTConfig | PTConfig | DPOConfig | RMConfig | KTOConfig | GRPOConfig | PPOConfig = option(
         SFTConfig(), "Training method, selected by method.name.", variants=METHODS
     )
     lora: LoraConfig = option(LoraConfig(), "LoRA adapters (off by default: full fine-tuning).")
@@ -466,6 +478,12 @@ class Recipe:
                     f"{expert_targets[0]} from lora.targets",
                     key="lora.targets",
                 )
+        if self.method.name == "kto" and self.train.micro_batch_size * self.train.grad_accum < 2:
+            raise ConfigError(
+                "KTO estimates its KL term from completions paired with other examples' prompts: it needs "
+                "at least 2 examples per step (train.micro_batch_size x train.grad_accum)",
+                key="train.grad_accum",
+            )
         if isinstance(self.method, PolicyGradientConfig):
             if self.train.grad_accum != 1:
                 raise ConfigError(

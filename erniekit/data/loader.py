@@ -133,11 +133,12 @@ class RowLoader:
         epoch, offset = self._locate(self.position)
         return epoch + offset / len(self._epoch_rows(epoch))
 
-    def next_rows(self, n: int) -> list[list[Item]]:
-        """This rank's next ``n`` rows; advances the shared position by ``n * world``."""
-        first = self.position + self.rank * n
+    def next_rows(self, n: int, every_rank: bool = False) -> list[list[Item]]:
+        """This rank's next ``n`` rows (``every_rank``: all ranks' ``n * world``, rank by rank); advances
+        the shared position by ``n * world``."""
+        first = self.position if every_rank else self.position + self.rank * n
         rows = []
-        for index in range(first, first + n):
+        for index in range(first, first + (n * self.world if every_rank else n)):
             epoch, offset = self._locate(index)
             rows.append(self._epoch_rows(epoch)[offset])
         self.position += n * self.world

@@ -167,3 +167,56 @@ def encode_pair(
         return None
     stats.examples += 1
     return Pair(prompt, c, r)
+
+
+# --- unpaired examples (KTO) ------------------------------------------------------------------------
+def to_unpaired_messages(record: dict, label_key: str = "label") -> tuple[list[dict], str, bool]:
+    """(prompt conversation ending with a user turn, completion text, desirable?) of an unpaired record:
+    ``{"messages": [.., assistant reply], "label": bool}`` (LLaMA-Factory's KTO data, ShareGPT keys read
+    too) or ``{"prompt": str | [messages], "completion": str | message | [messages], "label": bool}``
+    (TRL's)."""
+    if label_key not in record:
+        raise ValueError(f"missing field {label_key!r} (true: a desirable completion, false: undesirable)")
+    label = record[label_key]
+    if not isinstance(label, bool) and label not in (0, 1):
+        raise ValueError(f"field {label_key!r} must be true or false, got {label!r}")
+    if "completion" in record:
+        if "prompt" not in record:
+            raise ValueError("missing field 'prompt' (the conversation the completion answers)")
+        p = record["prompt"]
+        messages = chat_messages({"messages": [{"role": "user", "content": p}] if isinstance(p, str) else p})
+        extra, completion = _reply_text(record["completion"], "completion")
+        messages = messages + extra
+    else:
+        messages = chat_messages(record)
+        if not messages or messages[-1]["role"] != "assistant":
+            raise ValueError("field 'messages' must end with the assistant's completion")
+        messages, completion = messages[:-1], messages[-1]["content"]
+    if record.get("system") and messages and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": record["system"]}, *messages]
+    if not isinstance(completion, str):
+        raise ValueError("the completion must be a string")
+    check_messages(messages, allow_open=True)
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError("the prompt must end with a user message")
+    return messages, completion, bool(label)
+
+
+def encode_unpaired(
+    tokenizer: Tokenizer, messages: list[dict], completion: str, max_len: int, truncation: str, stats
+) -> tuple[list[int], list[int]] | None:
+    """(prompt ids, completion ids ending with the end-of-turn token), cut or dropped to fit ``max_len``."""
+    prompt, _ = tokenizer.encode_chat(messages, add_generation_prompt=True)
+    reply = reply_ids(tokenizer.encode_chat, messages, prompt, completion)
+    if len(prompt) + len(reply) > max_len:
+        room = max_len - len(prompt)
+        if truncation == "drop" or room < 1:
+            stats.dropped_overlong += 1
+            return None
+        reply = reply[:room]
+        stats.truncated += 1
+    if not reply:
+        stats.dropped_no_target += 1
+        return None
+    stats.examples += 1
+    return prompt, reply

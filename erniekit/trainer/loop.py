@@ -141,6 +141,7 @@ def build_method(recipe: Recipe, tokenizer, model, rank: int, world: int):
         "grpo": "erniekit.methods.grpo:GRPO",
         "ppo": "erniekit.methods.ppo:PPO",
         "rm": "erniekit.methods.rm:RM",
+        "kto": "erniekit.methods.kto:KTO",
     }
     module, _, cls = classes[recipe.method.name].partition(":")
     return getattr(importlib.import_module(module), cls)(recipe, tokenizer, model, rank, world)

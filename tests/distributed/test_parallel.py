@@ -312,6 +312,15 @@ def test_reward_model_under_data_parallelism(tmp_path):
     )
 
 
+def test_kto_under_data_parallelism(tmp_path):
+    """KTO's reference point z0 is the mean over the whole step's mismatched pairs, on every rank."""
+    args = ["train.grad_accum=1", "train.eval_on_start=false", "data.packing=false"]
+    assert_same(
+        launch(tmp_path, 2, "parallel.dp=2", "train.micro_batch_size=2", *args, recipe="ernie4_5/debug_kto"),
+        single(tmp_path, "train.micro_batch_size=4", *args, recipe="ernie4_5/debug_kto"),
+    )
+
+
 def test_checkpoints_are_layout_independent(tmp_path):
     """tp2 x pp2 writes a checkpoint that one process resumes, and the reverse, continuing the same losses."""
     args = ["train.micro_batch_size=4", "train.grad_accum=2", "checkpoint.every=2", "checkpoint.keep=0"]

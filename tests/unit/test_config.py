@@ -109,8 +109,8 @@ def test_yaml_bare_on_off_reach_an_on_off_choice(tmp_path, written, read):
         ),
         (
             "method.name=sfx",
-            "command line: method.name: must be one of 'sft', 'pt', 'dpo', 'rm', 'grpo', 'ppo', got 'sfx'; "
-            "did you mean 'sft'?",
+            "command line: method.name: must be one of 'sft', 'pt', 'dpo', 'rm', 'kto', 'grpo', 'ppo', "
+            "got 'sfx'; did you mean 'sft'?",
         ),
         ("data.train.3.path=x", "command line: data.train[3]: no item 3 in this list of 1"),
         (
