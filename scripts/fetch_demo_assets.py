@@ -43,6 +43,7 @@ DATA_FILES = (
     "dpo_zh_demo.json",
     "wiki_demo.txt",  # raw text for continued pre-training (smollm2/pt_wiki)
     "c4_demo.jsonl",
+    "kto_en_demo.json",  # unpaired desirable/undesirable completions (smollm2/kto_lora)
 )
 
 
