@@ -130,3 +130,69 @@ def holdout_split(size: int, holdout: int, seed: int, where: str) -> tuple[np.nd
 
 def spec_weights(specs: list[DatasetSpec]) -> list[float]:
     return [s.weight for s in specs]
+
+
+class FileMethod:
+    """What the methods trained on files share: each ``data.train`` file loaded, ``data.eval_holdout``
+    examples of each held out (unless ``data.eval`` files are given), the row loader over the rest, the
+    eval rows, and the loader's epoch schedule and resumable state. ``load(spec)`` returns (examples,
+    TokenStats); examples have ``lengths`` and ``select(indices)``."""
+
+    micro_batch_size: int
+    rank: int
+    world: int
+
+    def load_sources(self, recipe, load, rank: int, world: int) -> None:
+        from erniekit.data.loader import RowLoader, eval_rows
+
+        d, t = recipe.data, recipe.train
+        self.rank, self.world, self.micro_batch_size = rank, world, t.micro_batch_size
+        self.stats: dict[str, dict] = {}
+        self.train_sources, self.eval_sources = [], []
+        for spec in d.train:
+            examples, stats = load(spec)
+            self.stats[spec.path] = stats.as_dict()
+            if d.eval_holdout and not d.eval:
+                keep, held = holdout_split(len(examples.lengths), d.eval_holdout, t.seed, spec.path)
+                self.eval_sources.append(examples.select(held))
+                examples = examples.select(keep)
+            self.train_sources.append(examples)
+        for spec in d.eval:
+            examples, stats = load(spec)
+            self.stats[spec.path] = stats.as_dict()
+            self.eval_sources.append(examples)
+        lengths = [s.lengths for s in self.train_sources]
+        self.loader = None
+        if self.train_sources:
+            self.loader = RowLoader(
+                lengths,
+                spec_weights(d.train),
+                d.max_seq_len,
+                d.packing,
+                t.seed,
+                d.shuffle,
+                rank,
+                world,
+                d.mix,
+            )
+        self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
+
+    def eval_chunks(self, max_batches: int = 0) -> list[list]:
+        """This rank's share of the eval rows, a micro-batch's rows at a time (the first ``max_batches``)."""
+        rows = self.eval_row_list[self.rank :: self.world]
+        chunks = [rows[i : i + self.micro_batch_size] for i in range(0, len(rows), self.micro_batch_size)]
+        return chunks[:max_batches] if max_batches else chunks
+
+    # --- schedule & state ------------------------------------------------------------------------------
+    def steps_per_epoch(self, grad_accum: int) -> int:
+        return max(1, self.loader.rows_per_epoch() // (self.micro_batch_size * grad_accum * self.world))
+
+    @property
+    def epoch(self) -> float:
+        return self.loader.epoch
+
+    def state_dict(self) -> dict:
+        return {"loader": self.loader.state_dict()}
+
+    def set_state_dict(self, state: dict) -> None:
+        self.loader.set_state_dict(state["loader"])

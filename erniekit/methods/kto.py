@@ -32,11 +32,10 @@ from erniekit.config.core import ConfigError
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
 from erniekit.data.files import read_options
-from erniekit.data.loader import RowLoader, eval_rows
 from erniekit.data.packing import collate_shared_prefix
 from erniekit.data.preference import encode_unpaired, to_unpaired_messages
 from erniekit.data.tokenize import TokenStats
-from erniekit.methods.base import Reference, holdout_split, spec_weights, target_logps, to_tensors
+from erniekit.methods.base import FileMethod, Reference, target_logps, to_tensors
 from erniekit.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class Unpaired:
         )
 
 
-def load_unpaired(spec, recipe: Recipe, tokenizer: Tokenizer) -> Unpaired:
+def load_unpaired(spec, recipe: Recipe, tokenizer: Tokenizer) -> tuple[Unpaired, TokenStats]:
     d, label_key = recipe.data, recipe.method.label_key
     stats = TokenStats()
     settings = {
@@ -100,34 +99,19 @@ def load_unpaired(spec, recipe: Recipe, tokenizer: Tokenizer) -> Unpaired:
     examples = Unpaired(ds["prompt"], ds["completion"], ds["desirable"])
     good = int(sum(examples.desirable))
     log.info("%s: %s, %d desirable / %d undesirable", spec.path, stats.as_dict(), good, len(ds) - good)
-    return examples
+    return examples, stats
 
 
-class KTO:
+class KTO(FileMethod):
     name = "kto"
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, model, rank: int = 0, world: int = 1):
-        d, t = recipe.data, recipe.train
+        d = recipe.data
         if model is not None and model.args.vision is not None:
             raise ConfigError("KTO trains text models; images are not read yet", key="method.name")
         self.cfg, self.tokenizer, self.model = recipe.method, tokenizer, model
-        self.micro_batch_size, self.max_len, self.packing = t.micro_batch_size, d.max_seq_len, d.packing
-        self.rank, self.world = rank, world
-        self.train_sources, self.eval_sources = [], []
-        for spec in d.train:
-            examples = load_unpaired(spec, recipe, tokenizer)
-            if d.eval_holdout and not d.eval:
-                keep, held = holdout_split(len(examples.lengths), d.eval_holdout, t.seed, spec.path)
-                self.eval_sources.append(examples.select(held))
-                examples = examples.select(keep)
-            self.train_sources.append(examples)
-        self.eval_sources += [load_unpaired(spec, recipe, tokenizer) for spec in d.eval]
-        lengths = [s.lengths for s in self.train_sources]
-        weights = spec_weights(d.train)
-        self.loader = RowLoader(
-            lengths, weights, d.max_seq_len, d.packing, t.seed, d.shuffle, rank, world, d.mix
-        )
-        self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
+        self.max_len, self.packing = d.max_seq_len, d.packing
+        self.load_sources(recipe, lambda spec: load_unpaired(spec, recipe, tokenizer), rank, world)
         self.ref = Reference(recipe, model, needed=True)
         log.info("KTO: beta %g, weights %g / %g, reference: %s", self.cfg.beta,
                  self.cfg.desirable_weight, self.cfg.undesirable_weight, self.ref.kind)  # fmt: skip
@@ -222,14 +206,9 @@ class KTO:
             return {}
         was_training = model.training
         model.eval()
-        rows = self.eval_row_list[self.rank :: self.world]
-        if max_batches:
-            rows = rows[: max_batches * self.micro_batch_size]
-        partners = self._partners(rows)
-        batches = [
-            self._materialize(rows[i : i + self.micro_batch_size], self.eval_sources, partners)
-            for i in range(0, len(rows), self.micro_batch_size)
-        ]
+        chunks = self.eval_chunks(max_batches)
+        partners = self._partners([row for rows in chunks for row in rows])
+        batches = [self._materialize(rows, self.eval_sources, partners) for rows in chunks]
         kl = np.concatenate([self.kl_terms(model, b).numpy() for b in batches])
         z0 = max(0.0, float(kl.mean()))
         losses, rewards, good = [], [], []
@@ -251,17 +230,3 @@ class KTO:
             "kl": z0,
             "examples": float(len(losses)),
         }
-
-    # --- schedule & state ------------------------------------------------------------------------------
-    def steps_per_epoch(self, grad_accum: int) -> int:
-        return max(1, self.loader.rows_per_epoch() // (self.micro_batch_size * grad_accum * self.world))
-
-    @property
-    def epoch(self) -> float:
-        return self.loader.epoch
-
-    def state_dict(self) -> dict:
-        return {"loader": self.loader.state_dict()}
-
-    def set_state_dict(self, state: dict) -> None:
-        self.loader.set_state_dict(state["loader"])

@@ -17,7 +17,6 @@ import paddle
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
 from erniekit.data.files import read_options, resolve_data_path
-from erniekit.data.loader import RowLoader, eval_rows
 from erniekit.data.multimodal import (
     MEDIA_COLUMNS,
     encode_conversation,
@@ -30,7 +29,7 @@ from erniekit.data.multimodal import (
 from erniekit.data.packing import collate_shared_prefix
 from erniekit.data.preference import encode_pair, to_pair_messages
 from erniekit.data.tokenize import TokenStats
-from erniekit.methods.base import holdout_split, spec_weights, to_tensors
+from erniekit.methods.base import FileMethod, to_tensors
 from erniekit.tokenizer import Tokenizer
 from erniekit.trainer.restore import recipe_processor
 
@@ -133,43 +132,20 @@ def load_pairs(
     return PairExamples(ds["prompt"], ds["chosen"], ds["rejected"], media, processor, margin), stats
 
 
-class PairMethod:
+class PairMethod(FileMethod):
     """Loading, batching and scheduling of pairs; subclasses define the loss."""
 
     margin_key: str | None = None  # a record field read as each pair's margin
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, model, rank: int = 0, world: int = 1):
-        d, t = recipe.data, recipe.train
+        d = recipe.data
         self.cfg, self.recipe, self.tokenizer = recipe.method, recipe, tokenizer
-        self.micro_batch_size, self.max_len, self.packing = t.micro_batch_size, d.max_seq_len, d.packing
-        self.rank, self.world = rank, world
+        self.max_len, self.packing = d.max_seq_len, d.packing
         self.vision = model.args.vision if model is not None else None
         args = model.args if model is not None else None
-        self.train_sources, self.eval_sources = [], []
-        for spec in d.train:
-            pairs, _ = load_pairs(spec, recipe, tokenizer, args, self.margin_key)
-            if d.eval_holdout and not d.eval:
-                keep, held = holdout_split(len(pairs.lengths), d.eval_holdout, t.seed, spec.path)
-                self.eval_sources.append(pairs.select(held))
-                pairs = pairs.select(keep)
-            self.train_sources.append(pairs)
-        self.eval_sources += [load_pairs(s, recipe, tokenizer, args, self.margin_key)[0] for s in d.eval]
-        self.loader = (
-            None
-            if not self.train_sources
-            else RowLoader(
-                [s.lengths for s in self.train_sources],
-                spec_weights(d.train),
-                d.max_seq_len,
-                d.packing,
-                t.seed,
-                d.shuffle,
-                rank,
-                world,
-                d.mix,
-            )
+        self.load_sources(
+            recipe, lambda spec: load_pairs(spec, recipe, tokenizer, args, self.margin_key), rank, world
         )
-        self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
 
     # --- batches ---------------------------------------------------------------------------------------
     def _materialize(self, rows, sources) -> dict:
@@ -196,11 +172,8 @@ class PairMethod:
 
     def eval_batches(self, max_batches: int = 0):
         """This rank's share of the held-out pairs, batch by batch."""
-        rows = self.eval_row_list[self.rank :: self.world]
-        for k, i in enumerate(range(0, len(rows), self.micro_batch_size)):
-            if max_batches and k >= max_batches:
-                return
-            yield self._materialize(rows[i : i + self.micro_batch_size], self.eval_sources)
+        for rows in self.eval_chunks(max_batches):
+            yield self._materialize(rows, self.eval_sources)
 
     def normalizer(self, batches: list[dict]) -> dict[str, float]:
         return {"pairs": float(sum(int(b["pair_keys"].shape[0]) for b in batches))}
@@ -208,17 +181,3 @@ class PairMethod:
     @staticmethod
     def input_tokens(batch: dict) -> int:
         return int((batch["segment_ids"] > 0).sum())
-
-    # --- schedule & state ------------------------------------------------------------------------------
-    def steps_per_epoch(self, grad_accum: int) -> int:
-        return max(1, self.loader.rows_per_epoch() // (self.micro_batch_size * grad_accum * self.world))
-
-    @property
-    def epoch(self) -> float:
-        return self.loader.epoch
-
-    def state_dict(self) -> dict:
-        return {"loader": self.loader.state_dict()}
-
-    def set_state_dict(self, state: dict) -> None:
-        self.loader.set_state_dict(state["loader"])

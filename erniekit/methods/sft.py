@@ -22,7 +22,6 @@ from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
 from erniekit.data.files import read_options, resolve_data_path
 from erniekit.data.formats import to_messages
-from erniekit.data.loader import RowLoader, eval_rows
 from erniekit.data.multimodal import (
     MEDIA_COLUMNS,
     collate_vl,
@@ -34,7 +33,7 @@ from erniekit.data.multimodal import (
 )
 from erniekit.data.packing import collate
 from erniekit.data.tokenize import IGNORE, TokenStats, encode_sft
-from erniekit.methods.base import holdout_split, media_kwargs, spec_weights, to_tensors
+from erniekit.methods.base import FileMethod, media_kwargs, to_tensors
 from erniekit.ops.cross_entropy import lm_head_nll
 from erniekit.tokenizer import Tokenizer
 
@@ -122,50 +121,15 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
     return Examples(ds["input_ids"], ds["labels"], ds.select_columns(list(MEDIA_COLUMNS)), processor), stats
 
 
-class SFT:
+class SFT(FileMethod):
     name = "sft"
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, model=None, rank: int = 0, world: int = 1):
-        d, t = recipe.data, recipe.train
-        self.tokenizer, self.micro_batch_size, self.max_len, self.packing = (
-            tokenizer,
-            t.micro_batch_size,
-            d.max_seq_len,
-            d.packing,
-        )
-        self.rank, self.world = rank, world
+        d = recipe.data
+        self.tokenizer, self.max_len, self.packing = tokenizer, d.max_seq_len, d.packing
         args = getattr(model, "args", None)
         self.vision = getattr(args, "vision", None)
-        self.stats: dict[str, dict] = {}
-        self.train_sources, self.eval_sources = [], []
-        for spec in d.train:
-            examples, stats = self.load_examples(spec, recipe, tokenizer, args)
-            self.stats[spec.path] = stats.as_dict()
-            if d.eval_holdout and not d.eval:
-                keep, held = holdout_split(len(examples.lengths), d.eval_holdout, t.seed, spec.path)
-                self.eval_sources.append(examples.select(held))
-                examples = examples.select(keep)
-            self.train_sources.append(examples)
-        for spec in d.eval:
-            examples, stats = self.load_examples(spec, recipe, tokenizer, args)
-            self.stats[spec.path] = stats.as_dict()
-            self.eval_sources.append(examples)
-        self.loader = (
-            None
-            if not self.train_sources
-            else RowLoader(
-                [s.lengths for s in self.train_sources],
-                spec_weights(d.train),
-                d.max_seq_len,
-                d.packing,
-                t.seed,
-                d.shuffle,
-                rank,
-                world,
-                d.mix,
-            )
-        )
-        self.eval_row_list = eval_rows([s.lengths for s in self.eval_sources], d.max_seq_len, d.packing)
+        self.load_sources(recipe, lambda spec: self.load_examples(spec, recipe, tokenizer, args), rank, world)
 
     def load_examples(self, spec, recipe: Recipe, tokenizer: Tokenizer, args) -> tuple[Examples, TokenStats]:
         return load_sft_examples(spec, recipe, tokenizer, args)
@@ -223,12 +187,9 @@ class SFT:
             return {}
         was_training = model.training
         model.eval()
-        rows = self.eval_row_list[self.rank :: self.world]
         total, tokens = 0.0, 0
-        for n, i in enumerate(range(0, len(rows), self.micro_batch_size)):
-            if max_batches and n >= max_batches:
-                break
-            batch = self._materialize(rows[i : i + self.micro_batch_size], self.eval_sources)
+        for rows in self.eval_chunks(max_batches):
+            batch = self._materialize(rows, self.eval_sources)
             nll, _ = self.token_nll(model, batch)
             total += float(nll.sum())
             tokens += int((batch["labels"] != IGNORE).sum())
@@ -236,17 +197,3 @@ class SFT:
             model.train()
         loss = total / max(tokens, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": float(tokens)}
-
-    # --- schedule & state -------------------------------------------------------------------------
-    def steps_per_epoch(self, grad_accum: int) -> int:
-        return max(1, self.loader.rows_per_epoch() // (self.micro_batch_size * grad_accum * self.world))
-
-    @property
-    def epoch(self) -> float:
-        return self.loader.epoch
-
-    def state_dict(self) -> dict:
-        return {"loader": self.loader.state_dict()}
-
-    def set_state_dict(self, state: dict) -> None:
-        self.loader.set_state_dict(state["loader"])
