@@ -14,6 +14,7 @@ size, hence the division above.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +45,18 @@ class Method(Protocol):
     def state_dict(self) -> dict: ...
 
     def set_state_dict(self, state: dict) -> None: ...
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """The model in eval mode inside the block, back in the mode it was in after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
 
 
 class Reference:
@@ -83,10 +96,8 @@ class TargetOutputs:
     hidden: paddle.Tensor | None  # [N, H] final hidden states at the target positions (value heads)
 
 
-def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = False) -> TargetOutputs:
-    """Outputs at the sparse targets of a shared-prefix batch (collate_shared_prefix); the LM head runs
-    only at target positions."""
-
+def final_hidden(model, batch: dict, index: paddle.Tensor) -> paddle.Tensor:
+    """The decoder's final hidden states [N, H] of a shared-prefix batch at flat positions ``index``."""
     out = model(
         batch["input_ids"],
         position_ids=batch["position_ids"],
@@ -95,7 +106,14 @@ def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = Fal
         compute_logits=False,
         **media_kwargs(batch),
     )
-    h = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["target_index"])
+    return paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), index)
+
+
+def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = False) -> TargetOutputs:
+    """Outputs at the sparse targets of a shared-prefix batch (collate_shared_prefix); the LM head runs
+    only at target positions."""
+
+    h = final_hidden(model, batch, batch["target_index"])
     from erniekit.ops.cross_entropy import target_logprobs
 
     logp, ent = target_logprobs(h, model, batch["target_token"], entropy)

@@ -36,7 +36,7 @@ from safetensors.numpy import load_file, save_file
 from erniekit.config.schema import Recipe
 from erniekit.data.loader import eval_rows
 from erniekit.errors import CheckpointError
-from erniekit.methods.base import Reference, target_logps
+from erniekit.methods.base import Reference, evaluating, target_logps
 from erniekit.methods.pairs import PairExamples, PairMethod
 from erniekit.tokenizer import Tokenizer
 
@@ -144,16 +144,13 @@ class DPO(PairMethod):
         lengths = [np.zeros(0, np.int64)] * n_sources
         lengths[index] = source.lengths
         rows = eval_rows(lengths, self.max_len, self.packing)
-        was_training = model.training
-        model.eval()
-        sources = [source] * n_sources
-        for i in range(0, len(rows), self.micro_batch_size):
-            batch = self._materialize(rows[i : i + self.micro_batch_size], sources)
-            logps, _ = sequence_logps(model, batch)
-            keys = batch["pair_keys"].numpy()
-            out[keys[:, 1]] = logps.numpy().reshape(-1, 2)
-        if was_training:
-            model.train()
+        with evaluating(model):
+            sources = [source] * n_sources
+            for i in range(0, len(rows), self.micro_batch_size):
+                batch = self._materialize(rows[i : i + self.micro_batch_size], sources)
+                logps, _ = sequence_logps(model, batch)
+                keys = batch["pair_keys"].numpy()
+                out[keys[:, 1]] = logps.numpy().reshape(-1, 2)
         return out
 
     # --- log-probs and loss --------------------------------------------------------------------------
@@ -196,16 +193,13 @@ class DPO(PairMethod):
     def evaluate(self, model, max_batches: int = 0) -> dict[str, float]:
         if not self.eval_row_list:
             return {}
-        was_training = model.training
-        model.eval()
-        totals = {"loss": 0.0, "rewards/accuracy": 0.0, "rewards/margin": 0.0}
-        n = 0
-        for batch in self.eval_batches(max_batches):
-            losses, r_c, r_r, _, _ = self.pair_terms(model, batch, "eval")
-            totals["loss"] += float(losses.sum())
-            totals["rewards/accuracy"] += float((r_c > r_r).astype("float32").sum())
-            totals["rewards/margin"] += float((r_c - r_r).sum())
-            n += len(losses)
-        if was_training:
-            model.train()
+        with evaluating(model):
+            totals = {"loss": 0.0, "rewards/accuracy": 0.0, "rewards/margin": 0.0}
+            n = 0
+            for batch in self.eval_batches(max_batches):
+                losses, r_c, r_r, _, _ = self.pair_terms(model, batch, "eval")
+                totals["loss"] += float(losses.sum())
+                totals["rewards/accuracy"] += float((r_c > r_r).astype("float32").sum())
+                totals["rewards/margin"] += float((r_c - r_r).sum())
+                n += len(losses)
         return {**{k: v / max(n, 1) for k, v in totals.items()}, "pairs": float(n)}

@@ -35,7 +35,7 @@ from erniekit.data.files import read_options
 from erniekit.data.packing import collate_shared_prefix
 from erniekit.data.preference import encode_unpaired, to_unpaired_messages
 from erniekit.data.tokenize import TokenStats
-from erniekit.methods.base import FileMethod, Reference, target_logps, to_tensors
+from erniekit.methods.base import FileMethod, Reference, evaluating, target_logps, to_tensors
 from erniekit.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -204,22 +204,19 @@ class KTO(FileMethod):
     def evaluate(self, model, max_batches: int = 0) -> dict[str, float]:
         if not self.eval_row_list:
             return {}
-        was_training = model.training
-        model.eval()
-        chunks = self.eval_chunks(max_batches)
-        partners = self._partners([row for rows in chunks for row in rows])
-        batches = [self._materialize(rows, self.eval_sources, partners) for rows in chunks]
-        kl = np.concatenate([self.kl_terms(model, b).numpy() for b in batches])
-        z0 = max(0.0, float(kl.mean()))
-        losses, rewards, good = [], [], []
-        for b in batches:
-            loss, reward = self.terms(model, b, z0)
-            losses.append(loss.numpy())
-            rewards.append(reward.numpy())
-            good.append(b["desirable"].numpy() > 0.5)
-        losses, rewards, good = map(np.concatenate, (losses, rewards, good))
-        if was_training:
-            model.train()
+        with evaluating(model):
+            chunks = self.eval_chunks(max_batches)
+            partners = self._partners([row for rows in chunks for row in rows])
+            batches = [self._materialize(rows, self.eval_sources, partners) for rows in chunks]
+            kl = np.concatenate([self.kl_terms(model, b).numpy() for b in batches])
+            z0 = max(0.0, float(kl.mean()))
+            losses, rewards, good = [], [], []
+            for b in batches:
+                loss, reward = self.terms(model, b, z0)
+                losses.append(loss.numpy())
+                rewards.append(reward.numpy())
+                good.append(b["desirable"].numpy() > 0.5)
+            losses, rewards, good = map(np.concatenate, (losses, rewards, good))
         chosen = float(rewards[good].mean()) if good.any() else 0.0
         rejected = float(rewards[~good].mean()) if (~good).any() else 0.0
         return {

@@ -24,7 +24,7 @@ import paddle
 import paddle.nn.functional as F
 
 from erniekit.config.schema import Recipe
-from erniekit.methods.base import media_kwargs
+from erniekit.methods.base import evaluating, final_hidden
 from erniekit.methods.pairs import PairMethod
 from erniekit.models.common.heads import SCORE, attach_head, score_position
 from erniekit.tokenizer import Tokenizer
@@ -41,15 +41,7 @@ def reward_loss(r_c, r_r, margin=None, center: float = 0.0):
 
 def sequence_scores(model, batch: dict) -> paddle.Tensor:
     """Scores [n_seq] of a batch's replies, read at ``batch["score_index"]`` (flat positions)."""
-    out = model(
-        batch["input_ids"],
-        position_ids=batch["position_ids"],
-        segment_ids=batch["segment_ids"],
-        branch_ids=batch["branch_ids"],
-        compute_logits=False,
-        **media_kwargs(batch),
-    )
-    h = paddle.gather(out.hidden.reshape([-1, out.hidden.shape[-1]]), batch["score_index"])
+    h = final_hidden(model, batch, batch["score_index"])
     return getattr(model, SCORE)(h.astype("float32")).squeeze(-1)
 
 
@@ -92,18 +84,15 @@ class RM(PairMethod):
     def evaluate(self, model, max_batches: int = 0) -> dict[str, float]:
         if not self.eval_row_list:
             return {}
-        was_training = model.training
-        model.eval()
-        totals = dict.fromkeys(("loss", "accuracy", "margin", "chosen", "rejected"), 0.0)
-        n = 0
-        for batch in self.eval_batches(max_batches):
-            losses, r_c, r_r = self.pair_scores(model, batch)
-            totals["loss"] += float(losses.sum())
-            totals["accuracy"] += float((r_c > r_r).astype("float32").sum())
-            totals["margin"] += float((r_c - r_r).sum())
-            totals["chosen"] += float(r_c.sum())
-            totals["rejected"] += float(r_r.sum())
-            n += len(losses)
-        if was_training:
-            model.train()
+        with evaluating(model):
+            totals = dict.fromkeys(("loss", "accuracy", "margin", "chosen", "rejected"), 0.0)
+            n = 0
+            for batch in self.eval_batches(max_batches):
+                losses, r_c, r_r = self.pair_scores(model, batch)
+                totals["loss"] += float(losses.sum())
+                totals["accuracy"] += float((r_c > r_r).astype("float32").sum())
+                totals["margin"] += float((r_c - r_r).sum())
+                totals["chosen"] += float(r_c.sum())
+                totals["rejected"] += float(r_r.sum())
+                n += len(losses)
         return {**{k: v / max(n, 1) for k, v in totals.items()}, "pairs": float(n)}

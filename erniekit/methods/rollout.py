@@ -28,7 +28,7 @@ from erniekit.data.packing import collate_shared_prefix, pack
 from erniekit.data.prompts import PromptRecord, read_prompts
 from erniekit.errors import DataError
 from erniekit.inference.engine import Engine, Request
-from erniekit.methods.base import Reference, holdout_split, spec_weights, to_tensors
+from erniekit.methods.base import Reference, evaluating, holdout_split, spec_weights, to_tensors
 from erniekit.rl.rewards import resolve_reward
 from erniekit.tokenizer import Tokenizer
 from erniekit.trainer.restore import recipe_processor
@@ -219,17 +219,14 @@ class RolloutMethod:
     @paddle.no_grad()
     def per_token(self, rollout: Rollout, fn) -> dict[str, list[list[float]]]:
         """``fn(batch) -> {name: [N] tensor}`` over a rollout (eval mode), regrouped per completion."""
-        was_training = self.model.training
-        self.model.eval()
-        out: dict[str, list[list[float]]] = {}
-        for batch in self.batches(rollout, attach=False):
-            seq, keys = batch["target_seq"].numpy(), batch["seq_keys"].numpy()[:, 0]
-            for name, tensor in fn(batch).items():
-                lists = out.setdefault(name, [[] for _ in rollout.completions])
-                for j, v in zip(seq, tensor.numpy()):
-                    lists[keys[j]].append(float(v))
-        if was_training:
-            self.model.train()
+        with evaluating(self.model):
+            out: dict[str, list[list[float]]] = {}
+            for batch in self.batches(rollout, attach=False):
+                seq, keys = batch["target_seq"].numpy(), batch["seq_keys"].numpy()[:, 0]
+                for name, tensor in fn(batch).items():
+                    lists = out.setdefault(name, [[] for _ in rollout.completions])
+                    for j, v in zip(seq, tensor.numpy()):
+                        lists[keys[j]].append(float(v))
         return out
 
     def batches(self, rollout: Rollout, attach: bool = True) -> list[dict]:

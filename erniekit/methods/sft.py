@@ -33,7 +33,7 @@ from erniekit.data.multimodal import (
 )
 from erniekit.data.packing import collate
 from erniekit.data.tokenize import IGNORE, TokenStats, encode_sft
-from erniekit.methods.base import FileMethod, media_kwargs, to_tensors
+from erniekit.methods.base import FileMethod, evaluating, media_kwargs, to_tensors
 from erniekit.ops.cross_entropy import lm_head_nll
 from erniekit.tokenizer import Tokenizer
 
@@ -185,15 +185,12 @@ class SFT(FileMethod):
     def evaluate(self, model, max_batches: int = 0) -> dict[str, float]:
         if not self.eval_row_list:
             return {}
-        was_training = model.training
-        model.eval()
-        total, tokens = 0.0, 0
-        for rows in self.eval_chunks(max_batches):
-            batch = self._materialize(rows, self.eval_sources)
-            nll, _ = self.token_nll(model, batch)
-            total += float(nll.sum())
-            tokens += int((batch["labels"] != IGNORE).sum())
-        if was_training:
-            model.train()
+        with evaluating(model):
+            total, tokens = 0.0, 0
+            for rows in self.eval_chunks(max_batches):
+                batch = self._materialize(rows, self.eval_sources)
+                nll, _ = self.token_nll(model, batch)
+                total += float(nll.sum())
+                tokens += int((batch["labels"] != IGNORE).sum())
         loss = total / max(tokens, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": float(tokens)}
