@@ -52,6 +52,18 @@ def reply(
     return tokenizer.decode(request.tokens)
 
 
+def assistant_message(template, answer: str) -> dict:
+    """A reply as history for the next turn: its reasoning (and a thinking model's <response> tags) read
+    out, so the template writes it back as it writes training data (earlier reasoning dropped)."""
+    from erniekit.tokenizer.tools import split_reply
+
+    reasoning, content, _ = split_reply(answer, template.opens_thinking, False, template.response_tags)
+    message = {"role": "assistant", "content": content or ""}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return message
+
+
 def user_message(text: str, images: list[str]) -> dict:
     """A user turn: plain text, or its images (in order) then the text as content parts."""
     if not images:
@@ -108,6 +120,6 @@ def chat(
             out.write(f"error: {e}\n")
             pending = []
             continue
-        history += [turn, {"role": "assistant", "content": answer}]
+        history += [turn, assistant_message(tokenizer.template, answer)]
         pending = []
         out.write("\n")

@@ -32,7 +32,9 @@ def generation_scores(tokenizer, model, recipe: Recipe, processor=None) -> tuple
         records = read_prompts(spec.path, recipe.data.skip_bad_lines, spec.max_samples, **read_options(spec))
         completions = []  # token ids, per record
         for start in range(0, len(records), cfg.batch_size):  # images decoded a batch at a time
-            encoded = [encode(r.messages, r.base_dir) for r in records[start : start + cfg.batch_size]]
+            encoded = [
+                encode(r.messages, r.base_dir, tools=r.tools) for r in records[start : start + cfg.batch_size]
+            ]
             batch = [
                 Request(
                     ids,

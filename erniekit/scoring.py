@@ -2,13 +2,15 @@
 
 A scorer is ``f(completion: str, answer, record: dict) -> float`` in [0, 1]. Built in: ``exact``
 (equality after normalising case and whitespace), ``contains`` (the answer appears in the completion),
-``numeric`` (the completion's final number equals the answer's, read leniently). Any other name is
-imported as ``module:function``.
+``numeric`` (the completion's final number equals the answer's, read leniently), ``tool_call`` (the
+completion calls the answer's functions with equal arguments). Any other name is imported as
+``module:function``.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Callable
 from fractions import Fraction
@@ -68,7 +70,58 @@ def numeric(completion: str, answer, record: dict) -> float:
     return float(got is not None and want is not None and got == want)
 
 
-BUILTIN: dict[str, Scorer] = {"exact": exact, "contains": contains, "numeric": numeric}
+def _call(value) -> tuple[str, object] | None:
+    """(name, arguments) of a call given as {"name", "arguments"} or OpenAI's {"function": {...}}."""
+    if not isinstance(value, dict):
+        return None
+    fn = value.get("function", value)
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        return None
+    args = fn.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return None  # unparseable arguments match nothing
+    return fn["name"], args
+
+
+def parse_calls(completion: str) -> list[tuple[str, object] | None]:
+    """The calls a completion makes: its <tool_call> JSON blocks, or else the whole completion when it is
+    one JSON call object (or a list of them); an unparseable call is None."""
+    from erniekit.tokenizer.tools import split_reply
+
+    calls = split_reply(completion, tools=True)[2]
+    if calls:
+        return [_call(c) for c in calls]
+    try:
+        value = json.loads(completion.strip())
+    except json.JSONDecodeError:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [_call(v) for v in values] if all(isinstance(v, dict) for v in values) else []
+
+
+def tool_call(completion: str, answer, record: dict) -> float:
+    """1 when the completion calls the answer's functions, in order, with arguments equal as parsed JSON.
+
+    The answer is a call ({"name", "arguments"} or {"type": "function", "function": {...}}), a list of
+    calls, their JSON text, or nothing (null / []: the reply must call no function)."""
+    if isinstance(answer, str):
+        answer = json.loads(answer) if answer.strip() else None
+    want = [_call(a) for a in (answer if isinstance(answer, list) else [answer] if answer else [])]
+    if None in want:
+        raise ValueError(f"answer {answer!r} is not a tool call (name and arguments)")
+    got = parse_calls(completion)
+    return float(None not in got and got == want)
+
+
+BUILTIN: dict[str, Scorer] = {
+    "exact": exact,
+    "contains": contains,
+    "numeric": numeric,
+    "tool_call": tool_call,
+}
 
 
 def resolve_scorer(name: str) -> Scorer:

@@ -63,12 +63,14 @@ class DatasetSpec:
         "JSON/JSONL/.txt, Parquet, CSV or Arrow file, or a datasets save_to_disk directory; "
         "'samples://NAME' names a file bundled with erniekit.",
     )
-    format: Literal["auto", "erniekit", "alpaca", "messages", "pairs", "erniekit_vl", "query_response"] = (
-        option(
-            "auto",
-            "Layout: erniekit (src/tgt[/response/sort]), alpaca, messages, pairs (prompt/chosen/rejected); "
-            "with images: erniekit_vl (text_info/image_info), query_response (<image> tags), messages.",
-        )
+    format: Literal[
+        "auto", "erniekit", "alpaca", "messages", "chatml", "pairs", "erniekit_vl", "query_response"
+    ] = option(
+        "auto",
+        "Layout: erniekit (src/tgt[/response/sort]), alpaca, messages (OpenAI chat, with tools, "
+        "tool_calls, tool results and reasoning; ShareGPT conversations with function_call/observation), "
+        "chatml (ERNIEKit's name for the same), pairs (prompt/chosen/rejected); with images: erniekit_vl "
+        "(text_info/image_info), query_response (<image> tags), messages.",
     )
     weight: float = option(
         1.0, "Relative sampling probability when several training files are mixed (data.mix).", gt=0
@@ -108,7 +110,15 @@ class DataConfig:
         "drop", "Over-long examples: drop them, cut the end (right), or drop the earliest turns (turns)."
     )
     template: str | None = option(
-        None, "Chat template (ernie4_5, ernie4_5_vl, paddleocr_vl, chatml, plain); default: the tokenizer's."
+        None,
+        "Chat template (ernie4_5, ernie4_5_thinking, ernie4_5_vl, paddleocr_vl, chatml, plain); "
+        "default: the tokenizer's.",
+    )
+    keep_reasoning: Literal["last", "all"] = option(
+        "last",
+        "Reasoning (<think>, reasoning_content) of assistant turns before the last user message: dropped "
+        "from the text as the thinking templates (ERNIE 4.5 Thinking, Qwen3) render history (last), or "
+        "kept and trained in every turn (all).",
     )
     image_min_pixels: int | None = option(
         None, "Smallest image area after resizing (pixels); default: the model's preprocessor config.", gt=0
@@ -431,7 +441,8 @@ class EvalConfig:
     generation: list[DatasetSpec] = option([], "Files of {prompt, answer} records to generate for and score.")
     scorer: str = option(
         "exact",
-        "exact (normalised equality), contains, numeric, or module:function(completion, answer, record).",
+        "exact (normalised equality), contains, numeric, tool_call (same calls, arguments equal as JSON), "
+        "or module:function(completion, answer, record).",
     )
     max_new_tokens: int = option(128, "Longest completion generated per prompt.", gt=0)
     temperature: float = option(0.0, "Sampling temperature; 0 is greedy.", ge=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 RECORD_KEYS = (
     "src", "tgt", "label", "system",  # erniekit
     "instruction", "input", "output", "history",  # alpaca
-    "messages", "conversations", "images", "videos",  # messages
+    "messages", "conversations", "images", "videos", "tools",  # messages (tools: their schemas)
     "text_info", "image_info", "video_info", "is_system",  # erniekit_vl
     "query", "response",  # query_response
     "prompt", "chosen", "rejected", "sort", "margin",  # preference pairs (margin: reward models)

@@ -23,7 +23,7 @@ from erniekit.errors import DataError
 from erniekit.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = "1"  # bump when tokenization code changes what it produces
+FORMAT_VERSION = "2"  # bump when tokenization code changes what it produces (2: tools, replies apart)
 
 
 def default_cache_dir() -> Path:

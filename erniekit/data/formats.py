@@ -3,10 +3,16 @@
 * ``erniekit``: ``{"src": [q1, q2..], "tgt": [a1, a2..], "system"?: str}`` (strings also accepted for one
   turn; ``label`` [0/1 per turn] marks which replies are trained, as in ERNIEKit)
 * ``alpaca``: ``{"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ..]}``
-* ``messages``: ``{"messages": [{"role", "content", "loss"?: bool}, ..]}`` (``conversations`` with
-  ShareGPT ``from``/``value`` keys is read too); for vision-language models a content may be a list of
-  parts (``{"type": "text"|"image"|"image_url"|"video", ...}``), or, LLaMA-Factory's layout, a string
-  with ``<image>`` tags filled in order from the record's ``"images"`` list (``<video>``/``"videos"``)
+* ``messages``: ``{"messages": [{"role", "content", "loss"?: bool}, ..], "tools"?: [..]}`` in OpenAI's
+  chat format: assistant turns may carry ``tool_calls`` and ``reasoning_content`` (or open with
+  ``<think>...</think>``), ``tool`` turns carry results, ``tools`` lists the function schemas offered.
+  ``conversations`` with ShareGPT ``from``/``value`` keys is read too, with LLaMA-Factory's tool roles:
+  ``function_call`` (the call as JSON text, or a list of calls) and ``observation`` (the result), and
+  ``tools`` as JSON text. For vision-language models a content may be a list of parts (``{"type":
+  "text"|"image"|"image_url"|"video", ...}``), or, LLaMA-Factory's layout, a string with ``<image>``
+  tags filled in order from the record's ``"images"`` list (``<video>``/``"videos"``)
+* ``chatml`` (ERNIEKit's name for its function-call and thinking data): the same layout as
+  ``messages``, ``{"messages": [..], "tools": [..]}``
 * ``erniekit_vl`` (ERNIEKit's VL SFT): ``{"text_info": [{"text", "tag": "mask"|"no_mask"}, ..],
   "image_info": [{"matched_text_index": i, "image_url": PATH}, ..], "video_info"?: [{"matched_text_index",
   "image_url": [frame paths]}], "is_system"?: 0|1}``: ``mask`` items are prompts, ``no_mask`` items
@@ -20,11 +26,12 @@ and line.
 
 from __future__ import annotations
 
+import json
 import re
 
 from erniekit.tokenizer.templates import check_messages
 
-SFT_FORMATS = ("erniekit", "alpaca", "messages", "erniekit_vl", "query_response")
+SFT_FORMATS = ("erniekit", "alpaca", "messages", "chatml", "erniekit_vl", "query_response")
 MEDIA_TAGS = {"<image>": "image", "<video>": "video"}
 _SHAREGPT_ROLES = {
     "human": "user",
@@ -32,6 +39,9 @@ _SHAREGPT_ROLES = {
     "gpt": "assistant",
     "assistant": "assistant",
     "system": "system",
+    "function_call": "assistant",  # LLaMA-Factory's tool layout: the assistant's call(s) as JSON text
+    "observation": "tool",  # and the tool's result
+    "tool": "tool",
 }
 
 
@@ -74,7 +84,14 @@ def _as_list(record: dict, key: str) -> list[str]:
 
 def to_messages(record: dict, fmt: str = "auto") -> list[dict]:
     """The conversation a record describes, validated (alternating turns, ends with a reply)."""
+    return to_chat(record, fmt)[0]
+
+
+def to_chat(record: dict, fmt: str = "auto") -> tuple[list[dict], list[dict] | None]:
+    """(messages, tools): the conversation a record describes, validated, and the function tools it
+    offers (None without)."""
     fmt = detect_format(record) if fmt == "auto" else fmt
+    tools = None
     if fmt == "erniekit":
         src, tgt = _as_list(record, "src"), _as_list(record, "tgt")
         if len(src) != len(tgt):
@@ -101,8 +118,8 @@ def to_messages(record: dict, fmt: str = "auto") -> list[dict]:
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": _text(record, "output", fmt)},
         ]
-    elif fmt == "messages":
-        messages = chat_messages(record)
+    elif fmt in ("messages", "chatml"):
+        messages, tools = chat_messages(record), chat_tools(record)
     elif fmt == "erniekit_vl":
         messages = _erniekit_vl(record)
     elif fmt == "query_response":
@@ -117,7 +134,40 @@ def to_messages(record: dict, fmt: str = "auto") -> list[dict]:
     else:
         raise ValueError(f"unknown format {fmt!r}")
     check_messages(messages, media=True)
-    return messages
+    return messages, tools
+
+
+def chat_tools(record: dict) -> list[dict] | None:
+    """The record's ``tools``: OpenAI function schemas (``{"type": "function", "function": {..}}`` or
+    the function objects alone), as a list or its JSON text."""
+    tools = record.get("tools")
+    if tools in (None, "", []):
+        return None
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"field 'tools' is not valid JSON ({e.msg})") from None
+    if not isinstance(tools, list):
+        raise ValueError("field 'tools' must be a list of function schemas (or its JSON text)")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ValueError(f"tools[{i}] must be a function schema with a 'name'")
+    return tools or None
+
+
+def _function_calls(i: int, value) -> list[dict]:
+    """LLaMA-Factory's ``function_call`` value: one call ``{"name", "arguments"}`` or a list, as JSON."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"message {i} (function_call) is not valid JSON ({e.msg})") from None
+    calls = value if isinstance(value, list) else [value]
+    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        raise ValueError(f'message {i} (function_call) must be {{"name", "arguments"}} or a list of them')
+    return [{"type": "function", "function": c} for c in calls]
 
 
 class Media:
@@ -212,9 +262,19 @@ def chat_messages(record: dict) -> list[dict]:
                 raise ValueError(
                     f"message {i} has role {m['from']!r}; expected one of {', '.join(_SHAREGPT_ROLES)}"
                 )
-            msg = {"role": role, "content": m.get("value")}
+            if m["from"] == "function_call":
+                calls = _function_calls(i, m.get("value"))
+                if out and out[-1]["role"] == "assistant" and not out[-1].get("tool_calls"):
+                    out[-1]["tool_calls"] = calls  # the reply's text, then its calls
+                    continue
+                msg = {"role": "assistant", "content": "", "tool_calls": calls}
+            else:
+                msg = {"role": role, "content": m.get("value")}
         else:
             msg = {"role": m.get("role"), "content": m.get("content")}
+            for key in ("tool_calls", "reasoning_content"):
+                if m.get(key) is not None and msg["role"] == "assistant":
+                    msg[key] = m[key]
         if "loss" in m:
             msg["loss"] = bool(m["loss"])
         msg["content"] = media.fill(msg["content"])

@@ -25,7 +25,7 @@ def media_parts(messages: list[dict]) -> list[tuple[str, object]]:
     """(kind, source) of every image/video part, in the order the template renders them."""
     out = []
     for m in messages:
-        if isinstance(m.get("content"), list):
+        if isinstance(m.get("content"), list) and m.get("role") != "tool":  # a result is JSON, not parts
             for part in m["content"]:
                 kind = media_kind(part)
                 if kind is not None:
@@ -83,10 +83,12 @@ def encode_conversation(
     messages: list[dict],
     add_generation_prompt: bool = False,
     base_dir: str | Path | None = None,
+    tools: list[dict] | None = None,
+    keep_reasoning: str = "last",
 ) -> tuple[list[int], list[bool], ImageInputs | None, ImageInputs | None]:
     """-> (ids, trainable, images, videos) for a model with VisionArgs ``vision``."""
     _check_ids(tokenizer, vision)
-    ids, trainable = tokenizer.encode_chat(messages, add_generation_prompt)
+    ids, trainable = tokenizer.encode_chat(messages, add_generation_prompt, tools, keep_reasoning)
     parts = media_parts(messages)
     pictures = [open_image(s, base_dir) for kind, s in parts if kind == "image"]
     clips = [[open_image(f, base_dir) for f in _frames(s)] for kind, s in parts if kind == "video"]
@@ -108,12 +110,16 @@ class PromptEncoder:
         self.tokenizer, self.processor, self.vision = tokenizer, processor, vision
 
     def __call__(
-        self, messages: list[dict], base_dir: str | Path | None = None, add_generation_prompt: bool = True
+        self,
+        messages: list[dict],
+        base_dir: str | Path | None = None,
+        add_generation_prompt: bool = True,
+        tools: list[dict] | None = None,
     ) -> tuple[list[int], ImageInputs | None, ImageInputs | None]:
         if self.processor is None:
-            return self.tokenizer.encode_chat(messages, add_generation_prompt)[0], None, None
+            return self.tokenizer.encode_chat(messages, add_generation_prompt, tools)[0], None, None
         ids, _, images, videos = encode_conversation(
-            self.tokenizer, self.processor, self.vision, messages, add_generation_prompt, base_dir
+            self.tokenizer, self.processor, self.vision, messages, add_generation_prompt, base_dir, tools
         )
         return ids, images, videos
 
@@ -147,6 +153,8 @@ def encode_vl_sft(
     truncation: str,
     stats,
     base_dir: str | Path | None = None,
+    tools: list[dict] | None = None,
+    keep_reasoning: str = "last",
 ) -> dict | None:
     """An SFT example of a vision-language model as dataset columns, or None when it is dropped.
 
@@ -156,7 +164,7 @@ def encode_vl_sft(
     from erniekit.data.tokenize import IGNORE, shift
 
     ids, trainable, images, videos = encode_conversation(
-        tokenizer, processor, vision, messages, base_dir=base_dir
+        tokenizer, processor, vision, messages, base_dir=base_dir, tools=tools, keep_reasoning=keep_reasoning
     )
     if len(ids) - 1 > max_len:
         media_ids = {

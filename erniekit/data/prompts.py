@@ -1,7 +1,9 @@
 """Prompt/answer records for generation-based evaluation and RL.
 
-A record is ``{"prompt": str | [messages], "answer": str}``; ``question`` is accepted for ``prompt``
-(GSM8K style). Answers may be any JSON value a scorer understands; they are kept as given.
+A record is ``{"prompt": str | [messages], "answer": str, "tools"?: [schemas]}``; ``question`` is
+accepted for ``prompt`` (GSM8K style). A message-list prompt may hold tool calls and results (then it
+may end with a tool result), and ``tools`` are offered to the model as in training data. Answers may be
+any JSON value a scorer understands (a tool call for the ``tool_call`` scorer); they are kept as given.
 
 ``reasoning-gym://TASK?size=N&seed=S`` generates N prompts of a reasoning-gym task (when the
 ``reasoning-gym`` package is installed); each record carries the task's own scorer (the
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erniekit.data.files import read_records, resolve_data_path
-from erniekit.data.formats import Media
+from erniekit.data.formats import Media, chat_tools
 from erniekit.errors import DataError
 from erniekit.tokenizer.templates import check_messages
 
@@ -26,6 +28,7 @@ class PromptRecord:
     answer: object
     data: dict
     base_dir: Path | None = None  # where the record's image paths start (its file's directory)
+    tools: list[dict] | None = None  # function tools offered to the model
 
 
 def to_prompt_messages(data: dict) -> list[dict]:
@@ -45,8 +48,8 @@ def to_prompt_messages(data: dict) -> list[dict]:
     if data.get("system") and messages[0].get("role") != "system":
         messages = [{"role": "system", "content": data["system"]}, *messages]
     check_messages(messages, allow_open=True, media=True)
-    if messages[-1]["role"] != "user":
-        raise ValueError("the prompt must end with a user message")
+    if messages[-1]["role"] not in ("user", "tool"):
+        raise ValueError("the prompt must end with a user message (or a tool result)")
     return messages
 
 
@@ -96,12 +99,14 @@ def read_prompts(
     out, base_dir = [], resolve_data_path(path).parent
     for record in read_records(path, skip_bad, limit=limit, **reading):
         try:
-            messages = to_prompt_messages(record.data)
+            messages, tools = to_prompt_messages(record.data), chat_tools(record.data)
         except ValueError as e:
             if skip_bad:
                 continue
             raise DataError(f"{record.where}: {e}") from None
-        out.append(PromptRecord(record.where, messages, record.data.get("answer"), record.data, base_dir))
+        out.append(
+            PromptRecord(record.where, messages, record.data.get("answer"), record.data, base_dir, tools)
+        )
     if not out:
         raise DataError(f"{path}: no prompts")
     return out

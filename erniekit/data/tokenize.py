@@ -40,21 +40,34 @@ def shift(ids: list[int], trainable: list[bool]) -> tuple[list[int], list[int]]:
 
 
 def _drop_first_turn(messages: list[dict]) -> list[dict] | None:
+    """Without the first turn: its user message and all that answers it (replies, calls, results)."""
     start = 1 if messages[0]["role"] == "system" else 0
-    if len(messages) - start <= 2:
+    following = [i for i in range(start + 1, len(messages)) if messages[i]["role"] == "user"]
+    if not following:
         return None
-    return messages[:start] + messages[start + 2 :]
+    return messages[:start] + messages[following[0] :]
 
 
 def encode_sft(
-    tokenizer: Tokenizer, messages: list[dict], max_len: int, truncation: str, stats: TokenStats
+    tokenizer: Tokenizer,
+    messages: list[dict],
+    max_len: int,
+    truncation: str,
+    stats: TokenStats,
+    tools: list[dict] | None = None,
+    keep_reasoning: str = "last",
 ) -> tuple[list[int], list[int]] | None:
     """(input_ids, labels) of at most ``max_len`` positions, or None when the example is dropped.
 
     truncation: ``drop`` over-long examples; ``right``: keep the first max_len positions; ``turns``:
-    drop the earliest user/assistant turns (the system prompt stays) until it fits, then cut right.
+    drop the earliest turns (the system prompt and the tools stay) until it fits, then cut right.
+    ``tools`` and ``keep_reasoning`` are handed to the chat template.
     """
-    ids, trainable = tokenizer.encode_chat(messages)
+
+    def encode(msgs):
+        return tokenizer.encode_chat(msgs, tools=tools, keep_reasoning=keep_reasoning)
+
+    ids, trainable = encode(messages)
     if len(ids) - 1 > max_len:
         if truncation == "drop":
             stats.dropped_overlong += 1
@@ -62,7 +75,7 @@ def encode_sft(
         if truncation == "turns":
             shorter = messages
             while len(ids) - 1 > max_len and (shorter := _drop_first_turn(shorter)) is not None:
-                ids, trainable = tokenizer.encode_chat(shorter)
+                ids, trainable = encode(shorter)
         stats.truncated += 1
         ids, trainable = ids[: max_len + 1], trainable[: max_len + 1]
     inputs, labels = shift(ids, trainable)

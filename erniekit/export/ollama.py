@@ -23,12 +23,13 @@ def go_template(t: ChatTemplate) -> str:
     if t.image:
         raise CheckpointError(f"the {t.name} template takes images; Ollama export covers text models")
     roles = (
-        f'{{{{ if eq .Role "system" }}}}{t.system.format(content=CONTENT)}'
+        f'{{{{ if eq .Role "system" }}}}{t.system.format(content=CONTENT, tools="")}'
         f'{{{{ else if eq .Role "user" }}}}{t.user.format(content=CONTENT)}'
         f'{{{{ else if eq .Role "assistant" }}}}{t.assistant_open}{CONTENT}{t.assistant_close}{t.after_close}'
         "{{ end }}"
     )
-    return f"{t.prefix}{{{{ range .Messages }}}}{roles}{{{{ end }}}}{t.assistant_open}"
+    opening = t.assistant_open + (t.tools.think[0] if t.opens_thinking else "")
+    return f"{t.prefix}{{{{ range .Messages }}}}{roles}{{{{ end }}}}{opening}"
 
 
 def modelfile(tokenizer, gguf_name: str, context: int) -> str:

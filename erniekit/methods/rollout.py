@@ -115,7 +115,7 @@ class RolloutMethod:
                 else [{"role": "system", "content": system}, *r.messages]
             )
             try:
-                ids, images, videos = self.encode_prompt(msgs, r.base_dir)
+                ids, images, videos = self.encode_prompt(msgs, r.base_dir, tools=r.tools)
             except DataError as e:
                 raise DataError(f"{r.where}: {e}") from None
             if len(ids) <= limit:

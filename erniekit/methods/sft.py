@@ -21,7 +21,7 @@ import paddle
 from erniekit.config.schema import Recipe
 from erniekit.data.dataset import cached_dataset
 from erniekit.data.files import read_options, resolve_data_path
-from erniekit.data.formats import to_messages
+from erniekit.data.formats import to_chat
 from erniekit.data.multimodal import (
     MEDIA_COLUMNS,
     collate_vl,
@@ -69,14 +69,16 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
         "max_seq_len": d.max_seq_len,
         "truncation": d.truncation,
         "template": tokenizer.template.name,
+        "keep_reasoning": d.keep_reasoning,
     }
     columns, dependencies = ["input_ids", "labels"], []
     vision = getattr(args, "vision", None)
     if vision is None:
 
         def encode(record):
+            messages, tools = to_chat(record.data, spec.format)
             pair = encode_sft(
-                tokenizer, to_messages(record.data, spec.format), d.max_seq_len, d.truncation, stats
+                tokenizer, messages, d.max_seq_len, d.truncation, stats, tools, d.keep_reasoning
             )
             return None if pair is None else {"input_ids": pair[0], "labels": pair[1]}
 
@@ -94,10 +96,19 @@ def load_sft_examples(spec, recipe: Recipe, tokenizer: Tokenizer, args=None) -> 
         columns += list(MEDIA_COLUMNS)
 
         def encode(record):
-            messages = to_messages(record.data, spec.format)
+            messages, tools = to_chat(record.data, spec.format)
             dependencies.extend(p for _, src in media_parts(messages) if (p := image_path(src, base_dir)))
             return encode_vl_sft(
-                tokenizer, processor, vision, messages, d.max_seq_len, d.truncation, stats, base_dir
+                tokenizer,
+                processor,
+                vision,
+                messages,
+                d.max_seq_len,
+                d.truncation,
+                stats,
+                base_dir,
+                tools,
+                d.keep_reasoning,
             )
 
     ds = cached_dataset(

@@ -25,7 +25,7 @@ from erniekit.inference.engine import Engine, QueueFull, Request
 from erniekit.serve import protocol
 from erniekit.serve.protocol import APIError, Sampling
 from erniekit.tokenizer.stream import TextStream
-from erniekit.tokenizer.tools import ReplySplitter, new_call_id, render_tools, split_reply
+from erniekit.tokenizer.tools import ReplySplitter, new_call_id, split_reply
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class Server:
         adapter_names: list[str] | None = None,
     ):
         self.engine, self.tokenizer, self.processor = engine, tokenizer, processor
-        self.thinking = thinking  # replies open inside the reasoning (a thinking model's template)
+        # replies open inside the reasoning: asked for, or the template's generation prompt opens it
+        self.thinking = thinking or tokenizer.template.opens_thinking
+        self.response_tags = tokenizer.template.response_tags
         self.model_name, self.api_key = model_name, api_key
         self.adapter_names = list(adapter_names or [])  # model names that select a LoRA slot (1, 2, ...)
         self.allowed_image_dirs = [Path(d).resolve() for d in allowed_image_dirs or []]
@@ -63,15 +65,18 @@ class Server:
         from erniekit.data.multimodal import PromptEncoder
         from erniekit.errors import ErniekitError
 
-        msgs = render_tools(protocol.messages(body, self.allowed_image_dirs), protocol.tools(body))
+        # the chat template writes the tools, calls and results, as it does for training data
+        msgs, tools = protocol.messages(body, self.allowed_image_dirs), protocol.tools(body)
         model = self.engine.model
         if self.processor is None and any(
-            isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"])
+            m["role"] != "tool"
+            and isinstance(m.get("content"), list)
+            and any(not isinstance(p, dict) or p.get("type") != "text" for p in m["content"])
             for m in msgs
         ):
             raise APIError(400, f"this {model.args.family} model reads text only", "messages")
         try:
-            return PromptEncoder(self.tokenizer, self.processor, model.args.vision)(msgs)
+            return PromptEncoder(self.tokenizer, self.processor, model.args.vision)(msgs, tools=tools)
         except (ErniekitError, ValueError, KeyError, TypeError) as e:
             raise APIError(400, f"messages: {e}", "messages") from None
 
@@ -113,7 +118,8 @@ class Server:
                 videos=videos,
                 adapter=slot,
             )
-            choice = Choice(req, stream, ReplySplitter(self.thinking, s.tools) if chat else None)
+            splitter = ReplySplitter(self.thinking, s.tools, self.response_tags) if chat else None
+            choice = Choice(req, stream, splitter)
             req.logprobs = s.logprobs
             req.on_token = lambda t, c=choice: loop.call_soon_threadsafe(
                 c.pieces.put_nowait, (c.stream.push(t), len(c.request.tokens))
@@ -142,7 +148,7 @@ class Server:
 
     def message(self, c: Choice, s: Sampling) -> dict:
         """The assistant message of a finished chat choice: content, reasoning_content, tool_calls."""
-        reasoning, content, calls = split_reply(c.stream.text, self.thinking, s.tools)
+        reasoning, content, calls = split_reply(c.stream.text, self.thinking, s.tools, self.response_tags)
         c.calls = len(calls)
         message: dict = {"role": "assistant", "content": content}
         if reasoning is not None:

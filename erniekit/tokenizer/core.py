@@ -20,6 +20,7 @@ from erniekit.tokenizer.templates import ChatTemplate, Segment, template_by_name
 CONFIG_NAME = "tokenizer_config.json"
 END_OF_TURN = {
     "ernie4_5": "<|end_of_sentence|>",
+    "ernie4_5_thinking": "<|im_end|>",
     "ernie4_5_vl": "<|end_of_sentence|>",
     "paddleocr_vl": "<|end_of_sentence|>",
     "chatml": "<|im_end|>",
@@ -28,6 +29,7 @@ _ERNIE = ("<|begin_of_sentence|>", "<|end_of_sentence|>")
 _IMAGE = ("<|IMAGE_START|>", "<|IMAGE_PLACEHOLDER|>", "<|IMAGE_END|>")
 REQUIRED = {
     "ernie4_5": _ERNIE,
+    "ernie4_5_thinking": ("<|im_start|>", "<|im_end|>"),
     "ernie4_5_vl": _ERNIE + _IMAGE,
     "paddleocr_vl": _ERNIE + _IMAGE,
     "chatml": ("<|im_start|>", "<|im_end|>"),
@@ -198,9 +200,16 @@ class Tokenizer:
         return ids, trainable
 
     def encode_chat(
-        self, messages: list[dict], add_generation_prompt: bool = False
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = False,
+        tools: list[dict] | None = None,
+        keep_reasoning: str = "last",
     ) -> tuple[list[int], list[bool]]:
-        return self.encode_segments(self.template.render(messages, add_generation_prompt))
+        """Token ids of a conversation (with the ``tools`` it offers) and which of them are trained."""
+        return self.encode_segments(
+            self.template.render(messages, add_generation_prompt, tools, keep_reasoning)
+        )
 
     def save(self, out_dir: str | Path) -> None:
         out = Path(out_dir)
@@ -215,6 +224,8 @@ class Tokenizer:
 
 
 def _recognise(jinja: str | None) -> str:
+    if jinja and "think_mode=True" in jinja:  # ERNIE 4.5 Thinking's system setting
+        return "ernie4_5_thinking"
     if jinja and "<|im_start|>" in jinja:
         return "chatml"
     if jinja and "<|IMAGE_START|>" in jinja:

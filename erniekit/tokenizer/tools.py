@@ -1,8 +1,9 @@
-"""Tool calling and thinking in ERNIE's reply format, both ways.
+"""Tool calling and thinking in replies, read back.
 
-A reply may open with reasoning that ends at ``</think>`` (ERNIE 4.5's thinking models; a reply that
-starts with ``<think>`` is read the same way), and calls a function as a JSON object inside
-``<tool_call>...</tool_call>``::
+A reply may open with reasoning that ends at ``</think>`` (ERNIE 4.5's thinking models, whose prompt
+opens it; a reply that starts with ``<think>`` is read the same way), may wrap its visible text in
+``<response>...</response>`` (ERNIE 4.5 Thinking), and calls a function as a JSON object inside
+``<tool_call>...</tool_call>`` (ERNIE and Qwen/ChatML alike)::
 
     The user wants the weather.</think>
 
@@ -10,10 +11,10 @@ starts with ``<think>`` is read the same way), and calls a function as a JSON ob
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
-``render_tools`` turns OpenAI-style messages (``tools``, assistant ``tool_calls``, ``tool`` results) into
-the system/user/assistant turns every chat template renders: the tools listed as JSON in the system
-turn, calls written in the format above, results as ``<tool_response>`` user turns. ``ReplySplitter``
-reads a reply back, whole or piece by piece as it streams, into reasoning, content and tool calls.
+``ReplySplitter`` reads a reply back, whole or piece by piece as it streams, into reasoning, content and
+tool calls. The chat templates (erniekit.tokenizer.templates) write tools, calls and results in each
+family's own format; ``render_tools`` is the plain, template-independent rendering into
+system/user/assistant turns (tools listed in the system turn, results as ``<tool_response>`` user turns).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import uuid
 
 THINK_START, THINK_END = "<think>", "</think>"
 CALL_START, CALL_END = "<tool_call>", "</tool_call>"
+RESPONSE_START, RESPONSE_END = "<response>", "</response>"
 
 
 def tools_prompt(tools: list[dict]) -> str:
@@ -82,10 +84,11 @@ class ReplySplitter:
     """Reads a reply, fed in pieces, into ("reasoning", text), ("content", text) and ("tool_call", {"name",
     "arguments"}) events. ``thinking``: the reply starts inside the reasoning (the prompt opened it);
     otherwise a reply that begins with ``<think>`` does. With ``tools`` false, ``<tool_call>`` is content.
-    Text that may be the start of a marker is held back until the next piece tells."""
+    ``response_tags``: ``<response>`` tags around the text are dropped. Text that may be the start of a
+    marker is held back until the next piece tells."""
 
-    def __init__(self, thinking: bool = False, tools: bool = False):
-        self.tools = tools
+    def __init__(self, thinking: bool = False, tools: bool = False, response_tags: bool = False):
+        self.tools, self.response_tags = tools, response_tags
         self.state = "reasoning" if thinking else "start"
         self.buffer = ""
         self.strip_newlines = True  # content starts (and restarts after a tool call) without blank lines
@@ -144,16 +147,29 @@ class ReplySplitter:
             self.state = "content"
 
     def _content(self, events: list, final: bool) -> None:
-        if not self.tools:
+        markers = [CALL_START] * self.tools + [RESPONSE_START, RESPONSE_END] * self.response_tags
+        if not markers:
             self._emit(events, "content", self.buffer)
             self.buffer = ""
             return
-        start = self.buffer.find(CALL_START)
-        if start >= 0:
-            self._emit(events, "content", self.buffer[:start].rstrip("\n"))
-            self.buffer, self.state = self.buffer[start:], "call"
+        found = [(at, m) for m in markers if (at := self.buffer.find(m)) >= 0]
+        if found:
+            start, marker = min(found)
+            after = self.buffer[start + len(marker) :]
+            if marker == CALL_START:
+                self._emit(events, "content", self.buffer[:start].rstrip("\n"))
+                self.buffer, self.state = self.buffer[start:], "call"
+            elif marker == RESPONSE_START:
+                self._emit(events, "content", self.buffer[:start])
+                if not after and not final:  # the newline after the tag is not here yet
+                    self.buffer = self.buffer[start:]
+                else:
+                    self.buffer = after.removeprefix("\n")
+            else:
+                self._emit(events, "content", self.buffer[:start].rstrip("\n"))
+                self.buffer, self.strip_newlines = after, True
             return
-        keep = 0 if final else len(CALL_START) - 1
+        keep = 0 if final else max(len(m) for m in markers) - 1
         cut = max(len(self.buffer) - keep, 0)
         while not final and cut and self.buffer[cut - 1] == "\n":  # newlines may lead into a tool call
             cut -= 1
@@ -178,10 +194,10 @@ class ReplySplitter:
 
 
 def split_reply(
-    text: str, thinking: bool = False, tools: bool = False
+    text: str, thinking: bool = False, tools: bool = False, response_tags: bool = False
 ) -> tuple[str | None, str | None, list]:
     """(reasoning, content, tool calls) of a whole reply."""
-    splitter = ReplySplitter(thinking, tools)
+    splitter = ReplySplitter(thinking, tools, response_tags)
     events = splitter.feed(text) + splitter.finish()
     reasoning = "".join(t for k, t in events if k == "reasoning").strip("\n") or None
     content = "".join(t for k, t in events if k == "content")

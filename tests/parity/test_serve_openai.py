@@ -279,18 +279,20 @@ WEATHER = [
         },
     }
 ]
-CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
 @pytest.fixture(scope="module")
 def tool_run(tmp_path_factory) -> Path:
-    """A tiny model taught, through the real CLI, to answer the weather question with a tool call in
-    ERNIE's format (the prompt rendered as the server renders a request with tools)."""
-    from erniekit.tokenizer.tools import render_tools
-
+    """A tiny model taught, through the real CLI, to answer the weather question with a tool call: the
+    training record is in OpenAI's format (tools, tool_calls), which the chat template renders as the
+    server renders a request with tools."""
     out = tmp_path_factory.mktemp("tools")
-    question = render_tools([{"role": "user", "content": "What is the weather in Paris?"}], WEATHER)
-    record = {"messages": [*question, {"role": "assistant", "content": CALL}]}
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    record = {
+        "messages": [*question, {"role": "assistant", "content": "", "tool_calls": [call]}],
+        "tools": WEATHER,
+    }
     (out / "tool.jsonl").write_text((json.dumps(record) + "\n") * 8)
     overrides = [
         f"data.train=[{out / 'tool.jsonl'}]",
