@@ -120,6 +120,12 @@ def target_outputs(model, batch: dict, entropy: bool = False, hidden: bool = Fal
     return TargetOutputs(logp, ent, h if hidden else None)
 
 
+def per_sequence(values: paddle.Tensor, seq: paddle.Tensor, n_seq: int) -> paddle.Tensor:
+    """Sums [n_seq] of per-token ``values`` [T] over each sequence; ``seq`` [T] numbers each token's
+    sequence (a shared-prefix batch's ``target_seq``)."""
+    return paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, values)
+
+
 def target_logps(model, batch: dict) -> paddle.Tensor:
     return target_outputs(model, batch).logp
 

@@ -36,7 +36,7 @@ from safetensors.numpy import load_file, save_file
 from erniekit.config.schema import Recipe
 from erniekit.data.loader import eval_rows
 from erniekit.errors import CheckpointError
-from erniekit.methods.base import Reference, evaluating, target_logps
+from erniekit.methods.base import Reference, evaluating, per_sequence, target_logps
 from erniekit.methods.pairs import PairExamples, PairMethod
 from erniekit.tokenizer import Tokenizer
 
@@ -91,9 +91,7 @@ def sequence_logps(model, batch: dict) -> tuple[paddle.Tensor, paddle.Tensor]:
     """Summed log-probs [2M] (chosen, rejected of each pair interleaved) and reply lengths [2M]."""
     token_logp = target_logps(model, batch)
     n_seq, seq = 2 * batch["pair_keys"].shape[0], batch["target_seq"]
-    logps = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, token_logp)
-    lengths = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, paddle.ones_like(token_logp))
-    return logps, lengths
+    return per_sequence(token_logp, seq, n_seq), per_sequence(paddle.ones_like(token_logp), seq, n_seq)
 
 
 class DPO(PairMethod):

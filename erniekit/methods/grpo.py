@@ -36,7 +36,7 @@ import numpy as np
 import paddle
 
 from erniekit.config.schema import Recipe
-from erniekit.methods.base import target_logps, target_outputs
+from erniekit.methods.base import per_sequence, target_logps, target_outputs
 from erniekit.methods.rollout import Rollout, RolloutMethod
 from erniekit.tokenizer import Tokenizer
 
@@ -56,8 +56,7 @@ def sequence_ratio(logp, old_logp, seq, n_seq: int) -> paddle.Tensor:
     """GSPO's ratio in token form: sg(s_i) * pi / sg(pi), s_i = exp(mean over the completion's tokens
     of log pi - log pi_old); ``seq`` [T] numbers each token's completion (0..n_seq-1)."""
     diff = (logp - old_logp).detach()
-    sums = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, diff)
-    counts = paddle.index_add(paddle.zeros([n_seq], "float32"), seq, 0, paddle.ones_like(diff))
+    sums, counts = per_sequence(diff, seq, n_seq), per_sequence(paddle.ones_like(diff), seq, n_seq)
     s = paddle.exp(paddle.gather(sums / counts, seq))
     return s * paddle.exp(logp - logp.detach())
 
@@ -100,8 +99,7 @@ def aggregate(loss_t, seq_t, n_seq: int, mode: str, norm: dict[str, float], max_
         return loss_t.sum() / norm["tokens"]
     if mode == "seq-mean-token-sum-norm":
         return loss_t.sum() / (norm["sequences"] * max_new_tokens)
-    sums = paddle.index_add(paddle.zeros([n_seq], "float32"), seq_t, 0, loss_t)
-    counts = paddle.index_add(paddle.zeros([n_seq], "float32"), seq_t, 0, paddle.ones_like(loss_t))
+    sums, counts = per_sequence(loss_t, seq_t, n_seq), per_sequence(paddle.ones_like(loss_t), seq_t, n_seq)
     return (sums / counts).sum() / norm["sequences"]
 
 

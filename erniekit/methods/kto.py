@@ -35,7 +35,7 @@ from erniekit.data.files import read_options
 from erniekit.data.packing import collate_shared_prefix
 from erniekit.data.preference import encode_unpaired, to_unpaired_messages
 from erniekit.data.tokenize import TokenStats
-from erniekit.methods.base import FileMethod, Reference, evaluating, target_logps, to_tensors
+from erniekit.methods.base import FileMethod, Reference, evaluating, per_sequence, target_logps, to_tensors
 from erniekit.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,7 @@ def kto_loss(reward, desirable, z0, beta: float, w_desirable: float, w_undesirab
 
 def completion_logps(model, batch: dict) -> paddle.Tensor:
     """Summed log-probs [n] of a batch's completions (one reply per item of a shared-prefix batch)."""
-    token_logp = target_logps(model, batch)
-    zeros = paddle.zeros([int(batch["seq_keys"].shape[0])], "float32")
-    return paddle.index_add(zeros, batch["target_seq"], 0, token_logp)
+    return per_sequence(target_logps(model, batch), batch["target_seq"], int(batch["seq_keys"].shape[0]))
 
 
 class Unpaired:

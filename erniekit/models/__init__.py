@@ -228,14 +228,14 @@ def to_hf_tensors(
 ) -> dict[str, np.ndarray]:
     """Our parameters in the family's HF names and layouts, or (``layout="paddle"``) ERNIE's Paddle
     checkpoint layout: ``ernie.`` names, fused qkv/up_gate, Linear weights [in, out]."""
-    from erniekit.models.common.heads import LM_HEAD, SCORE_RULE
+    from erniekit.models.common.heads import SCORE_RULE
     from erniekit.models.common.weights import to_external
 
     fam = family(model.args.family)
     arrays = state_dict_numpy(model) if arrays is None else arrays
     rules = fam.hf.weight_rules(model.args, layout)
     if SCORE_RULE.internal in arrays:  # a reward model: its score head instead of the LM head
-        rules = [r for r in rules if r.internal != LM_HEAD] + [SCORE_RULE]
+        rules = [r for r in rules if r.internal != _TIED_HEAD] + [SCORE_RULE]
     return to_external(rules, arrays, transpose=layout == "hf")
 
 

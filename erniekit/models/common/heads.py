@@ -21,7 +21,6 @@ VALUE = "value_head"
 HEADS = {SCORE: False, VALUE: True}  # name -> has a bias
 SCORE_ARCH_SUFFIX = "ForSequenceClassification"
 SCORE_RULE = Rule(f"{SCORE}.weight", (f"{SCORE}.weight",), "linear")
-LM_HEAD = "lm_head.weight"
 
 
 def attach_head(model, name: str) -> nn.Linear:
