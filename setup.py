@@ -46,7 +46,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["erniekit", "erniekit.*"]),
-    package_data={"erniekit": ["data/samples/*.json", "data/samples/*.jsonl", "data/samples/*/*"]},
+    package_data={
+        "erniekit": ["data/samples/*.json", "data/samples/*.jsonl", "data/samples/*/*", "ops/csrc/*.cc"]
+    },
     cmdclass={"build_py": BuildPyWithRecipes},
     install_requires=[
         f"{paddle_dist}{PADDLE_VERSION}",

@@ -1,20 +1,21 @@
-"""Compute kernels behind one switch: Paddle's fused GPU kernels where they run, reference math elsewhere.
+"""Compute kernels behind one switch: Paddle's fused GPU kernels, erniekit's CPU kernels, reference math.
 
     from erniekit import ops
     ops.configure("auto")                  # model.fused_ops; the trainer, chat and eval call it
     y = ops.rms_norm(x, weight, eps)       # layers call ops.<name>; the selected kernel runs
 
-Every op is a pair: a reference implementation (plain Paddle ops, what runs on CPU and what the parity
-tests trust) and, where Paddle has one, a fused kernel. ``model.fused_ops`` chooses:
+Every op has a reference implementation (plain Paddle ops, what the parity tests trust) and, where one
+exists, a fused kernel: Paddle's (mostly GPU-only) and erniekit's own CPU kernel (:mod:`erniekit.ops.cpu`,
+float32, compiled once per machine), since Paddle 3.3's CPU build lacks most fused kernels
+(shared/notes/paddle-cpu-lab.md §6). ``model.fused_ops`` chooses:
 
 * ``off``: the reference everywhere;
-* ``auto`` (default): fused kernels on CUDA devices, the reference on CPU, where Paddle 3.3's build lacks
-  most of them (shared/notes/paddle-cpu-lab.md §6) and its attention fallback is slower than ours;
-* ``on``: fused kernels wherever they run.
+* ``auto`` (default): Paddle's fused kernels on CUDA devices, erniekit's CPU kernels on CPU;
+* ``on``: as ``auto``, and Paddle's fused kernels also where its CPU build has them.
 
-A fused kernel is admitted only after a probe: on small random inputs it runs forward and backward and
-must match the reference (outputs and input gradients, tolerance by dtype). A kernel that is missing,
-fails or disagrees is replaced by the reference with one log line saying why, never silently.
+A kernel is admitted only after a probe: on small random inputs it runs forward and backward and must
+match the reference (outputs and input gradients, tolerance by dtype). A kernel that is missing, fails
+or disagrees is replaced by the reference with one log line saying why, never silently.
 
 The chunked LM-head cross-entropy (:mod:`erniekit.ops.cross_entropy`) has no switch: it is exact and
 always cheaper in memory, on every device (Paddle 3.3 has no fused linear + cross-entropy kernel).
@@ -27,8 +28,9 @@ from collections.abc import Callable
 
 import paddle
 
-from erniekit.ops import activation, attention, moe, norm, rope, segment_attention, weight_only
-from erniekit.ops.attention import over_cache
+from erniekit.ops import activation, attention, cpu, moe, norm, rope, segment_attention, weight_only
+from erniekit.ops.attention import cpu_softmax, over_cache
+from erniekit.ops.attention import softmax as softmax_reference
 from erniekit.ops.registry import Op, same_results
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,11 @@ def resolve_all() -> str:
 
 
 def selected() -> dict[str, str]:
-    """Which implementation each op resolved to so far: {"rms_norm": "fused" | "reference", ...}."""
+    """Which implementation each op resolved to so far: {"rms_norm": "fused" | "cpu" | "reference", ...}."""
+    names = {"fused": "fused", "cpu": "cpu"}
     return {
-        name: ("fused" if fn is OPS[name].fused else "reference") for name, fn in _state["chosen"].items()
+        name: next((label for label, attr in names.items() if fn is getattr(OPS[name], attr)), "reference")
+        for name, fn in _state["chosen"].items()
     }
 
 
@@ -72,7 +76,15 @@ def kernel(name: str) -> Callable:
 
 def _choose(op: Op, mode: str) -> Callable:
     cuda = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if mode == "off" or (mode == "auto" and not cuda):
+    if mode == "off":
+        return op.reference
+    if not cuda and op.cpu is not None:
+        reason = cpu.unavailable() or same_results(op, half=False, candidate=op.cpu)
+        if reason is None:
+            log.info("%s uses erniekit's CPU kernel", op.name)
+            return op.cpu
+        log.info("%s: erniekit's CPU kernel is not used (%s)", op.name, reason)
+    if mode == "auto" and not cuda:
         return op.reference
     if op.fused is None:
         reason = "Paddle has no fused kernel for it"
@@ -111,7 +123,8 @@ def attention(q, k, v, mask) -> paddle.Tensor:
 
 def cached_attention(q, keys, values, mask) -> paddle.Tensor:
     """q [B, S, N, D] against a KV cache's head-major keys/values [B, K, C, D] -> [B, S, N * D]."""
-    return over_cache(q, keys, values, mask)
+    softmax = cpu_softmax if kernel("attention") is OPS["attention"].cpu else softmax_reference
+    return over_cache(q, keys, values, mask, softmax)
 
 
 def segment_attention(q, k, v, lengths: list[int]) -> paddle.Tensor:

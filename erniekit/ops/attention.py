@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import paddle
 import paddle.nn.functional as F
 
+from erniekit.ops import cpu as kernels
 from erniekit.ops.registry import Op, rand
 
 
@@ -101,13 +102,33 @@ def _run_ends(ids: paddle.Tensor) -> paddle.Tensor:
     return paddle.flip(paddle.cummin(paddle.flip(candidate, [1]), axis=1)[0], [1])
 
 
+def softmax(scores: paddle.Tensor, bias: paddle.Tensor, scale: float) -> paddle.Tensor:
+    """float32 softmax(scores * scale + bias) over the last axis; bias [B or 1, 1, M, T] is the mask."""
+    scores = scores.astype("float32") * scale
+    if paddle.in_dynamic_mode():  # Paddle's CPU kernels broadcast ~25x slower than they add
+        bias = bias.expand(scores.shape)
+    return F.softmax(scores + bias, axis=-1)
+
+
+def cpu_softmax(scores: paddle.Tensor, bias: paddle.Tensor, scale: float) -> paddle.Tensor:
+    """:func:`softmax` in one pass forward and one backward (erniekit's CPU kernel)."""
+    if not kernels.usable(scores, bias) or scores.ndim != 4:
+        return softmax(scores, bias, scale)
+    return kernels.module().ek_masked_softmax(kernels.contiguous(scores), kernels.contiguous(bias), scale)
+
+
 def reference(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
     """q [B, S, N, D], k/v [B, T, K, D] -> [B, S, N*D], softmax in float32."""
-    return _head_major(q, k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3]), mask)
+    return _head_major(q, k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3]), mask, softmax)
+
+
+def cpu(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+    """The reference with its mask, scale and softmax in one CPU kernel."""
+    return _head_major(q, k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3]), mask, cpu_softmax)
 
 
 def over_cache(
-    q: paddle.Tensor, keys: paddle.Tensor, values: paddle.Tensor, mask: AttentionMask
+    q: paddle.Tensor, keys: paddle.Tensor, values: paddle.Tensor, mask: AttentionMask, probs=softmax
 ) -> paddle.Tensor:
     """q [B, S, N, D] against a KV cache's head-major keys/values [B, K, C, D] -> [B, S, N*D]; only the
     first ``mask.key_len`` columns are read. A decode step whose mask spans the whole cache reads it in
@@ -115,11 +136,11 @@ def over_cache(
     t = mask.key_len
     if keys.shape[2] != t:
         keys, values = keys[:, :, :t], values[:, :, :t]
-    return _head_major(q, keys, values, mask)
+    return _head_major(q, keys, values, mask, probs)
 
 
-def _head_major(q: paddle.Tensor, kt: paddle.Tensor, vt: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
-    """q [B, S, N, D], kt/vt [B, K, T, D] -> [B, S, N*D].
+def _head_major(q: paddle.Tensor, kt: paddle.Tensor, vt: paddle.Tensor, mask: AttentionMask, probs):
+    """q [B, S, N, D], kt/vt [B, K, T, D] -> [B, S, N*D]; ``probs`` is :func:`softmax` or a kernel of it.
 
     GQA without repeating K/V: the G query heads of one kv head are folded into the query length.
     """
@@ -127,12 +148,8 @@ def _head_major(q: paddle.Tensor, kt: paddle.Tensor, vt: paddle.Tensor, mask: At
     g = n // kv
     # reshape with 0 (keep that dim) and one -1: batch and lengths may be dynamic in an exported graph
     qg = q.transpose([0, 2, 1, 3]).reshape([0, kv, -1, d])  # [B, K, G*S, D], rows ordered (g, s)
-    scores = paddle.matmul(qg, kt, transpose_y=True).astype("float32") * (d**-0.5)  # [B, K, G*S, T]
-    bias = mask.additive(g)
-    if paddle.in_dynamic_mode():  # Paddle's CPU kernels broadcast ~25x slower than they add
-        bias = bias.expand(scores.shape)
-    probs = F.softmax(scores + bias, axis=-1).astype(q.dtype)
-    out = paddle.matmul(probs, vt)  # [B, K, G*S, D]
+    scores = paddle.matmul(qg, kt, transpose_y=True)  # [B, K, G*S, T]
+    out = paddle.matmul(probs(scores, mask.additive(g), d**-0.5).astype(q.dtype), vt)  # [B, K, G*S, D]
     return out.reshape([0, n, -1, d]).transpose([0, 2, 1, 3]).reshape([0, 0, n * d])
 
 
@@ -162,4 +179,4 @@ def _cases(dtype: str):
     return cases
 
 
-OP = Op("attention", reference, fused, _cases, half_only=True)
+OP = Op("attention", reference, fused, _cases, half_only=True, cpu=cpu)

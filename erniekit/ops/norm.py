@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import paddle
 
+from erniekit.ops import cpu as kernels
 from erniekit.ops.registry import Op, rand
 
 
@@ -23,8 +24,17 @@ def fused(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def cpu(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+    if not kernels.usable(x, weight):
+        return reference(x, weight, eps)
+    return kernels.module().ek_rms_norm(kernels.contiguous(x), weight, eps)[0]
+
+
 def _cases(dtype: str):
-    return [((rand([2, 5, 64], dtype), rand([64], "float32", seed=1) + 1.0, 1e-6), {})]
+    return [
+        ((rand([2, 5, 64], dtype), rand([64], "float32", seed=1) + 1.0, 1e-6), {}),
+        ((rand([3, 37], dtype, seed=2), rand([37], "float32", seed=3), 1e-5), {}),  # odd width, 2-D
+    ]
 
 
-OP = Op("rms_norm", reference, fused, _cases)
+OP = Op("rms_norm", reference, fused, _cases, cpu=cpu)

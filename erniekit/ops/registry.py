@@ -20,6 +20,8 @@ class Op:
     # the fused kernel exists in CPU builds too; others are not even probed there: some crash the
     # process (fused_rms_norm on CPU dies of an illegal instruction) instead of raising
     on_cpu: bool = False
+    # erniekit's own fused CPU kernel (ops/cpu.py), float32 and eager; falls back to the reference itself
+    cpu: Callable | None = None
 
 
 def _tensors(out) -> list[paddle.Tensor]:
@@ -48,18 +50,21 @@ def _run(fn: Callable, args: tuple, kwargs: dict, seed: int) -> list[np.ndarray]
     return [t.astype("float32").numpy() for t in outs + [g for g in grads if g is not None]]
 
 
-def same_results(op: Op, half: bool) -> str | None:
-    """None when the fused kernel matches the reference on every probe case, else the reason it does not."""
+def same_results(op: Op, half: bool, candidate: Callable | None = None) -> str | None:
+    """None when ``candidate`` (default: the fused kernel) matches the reference on every probe case, else
+    the reason it does not."""
+    candidate = candidate or op.fused
+    half_only = op.half_only and candidate is op.fused
     dtype = "bfloat16" if half and paddle.amp.is_bfloat16_supported() else ("float16" if half else "float32")
-    if op.half_only and dtype == "float32":
+    if half_only and dtype == "float32":
         return "its fused kernel needs bf16/fp16, which this device does not compute"
-    if not op.half_only:
+    if not half_only:
         dtype = "float32"
     tol = 1e-4 if dtype == "float32" else 3e-2
     try:
         for n, (args, kwargs) in enumerate(op.cases(dtype)):
             want = _run(op.reference, args, kwargs, seed=n)
-            got = _run(op.fused, args, kwargs, seed=n)
+            got = _run(candidate, args, kwargs, seed=n)
             if len(want) != len(got):
                 return f"case {n}: {len(got)} outputs/gradients, the reference has {len(want)}"
             for i, (a, b) in enumerate(zip(got, want)):

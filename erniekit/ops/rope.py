@@ -13,6 +13,7 @@ from __future__ import annotations
 import paddle
 from paddle.autograd import PyLayer
 
+from erniekit.ops import cpu as kernels
 from erniekit.ops.registry import Op, rand
 
 
@@ -65,11 +66,21 @@ def fused(q, k, cos, sin, interleaved: bool):
     return q_out, k_out
 
 
+def cpu(q, k, cos, sin, interleaved: bool):
+    b, seq, _, d = q.shape
+    if not (kernels.usable(q, k, cos, sin) and cos.shape[0] in (1, b) and cos.shape[1:] == [seq, 1, d // 2]):
+        return reference(q, k, cos, sin, interleaved)
+    lib, cos, sin = kernels.module(), kernels.contiguous(cos), kernels.contiguous(sin)
+    return tuple(lib.ek_rotary(kernels.contiguous(t), cos, sin, interleaved) for t in (q, k))
+
+
 def _cases(dtype: str):
     angles = rand([2, 6, 1, 8], "float32", grad=False, seed=3)
     cos, sin = angles.cos(), angles.sin()
     q, k = rand([2, 6, 4, 16], dtype), rand([2, 6, 2, 16], dtype, seed=1)
-    return [((q, k, cos, sin, interleaved), {}) for interleaved in (True, False)]
+    cases = [((q, k, cos, sin, interleaved), {}) for interleaved in (True, False)]
+    one = rand([1, 6, 1, 8], "float32", grad=False, seed=4)  # one set of angles for the whole batch
+    return [*cases, ((q, k, one.cos(), one.sin(), False), {})]
 
 
-OP = Op("rotary", reference, fused, _cases)
+OP = Op("rotary", reference, fused, _cases, cpu=cpu)

@@ -48,6 +48,7 @@ def installed(tmp_path_factory):
         "recipes/ernie4_5/debug_sft.yaml",
         "configs/hardware/gpu_bf16.yaml",
         "erniekit/data/samples/ernie_tokenizer/tokenizer.model",
+        "erniekit/ops/csrc/cpu_kernels.cc",
     } <= in_sdist
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     shipped = {
@@ -60,6 +61,7 @@ def installed(tmp_path_factory):
         for p in (ROOT / "erniekit/data/samples").rglob("*.*")
     }
     assert shipped and shipped <= in_wheel and samples <= in_wheel, sorted((shipped | samples) - in_wheel)
+    assert "erniekit/ops/csrc/cpu_kernels.cc" in in_wheel  # the CPU kernels compile from the installed copy
 
     run([sys.executable, "-m", "venv", "--without-pip", venv], tmp, env)
     site = Path(

@@ -39,15 +39,19 @@ def test_fused_kernel_matches_reference_or_falls_back_in_one_line(name, caplog):
     if chosen is op.fused:
         assert same_results(op, half=CUDA) is None
         assert lines[0].levelno == logging.INFO and "fused" in lines[0].getMessage()
+    elif chosen is op.cpu:
+        assert same_results(op, half=False, candidate=op.cpu) is None
+        assert lines[0].levelno == logging.INFO and "erniekit's CPU kernel" in lines[0].getMessage()
     else:
         assert chosen is op.reference
         assert lines[0].levelno == logging.WARNING and "uses the reference (" in lines[0].getMessage()
 
 
-def test_cpu_build_outcomes_are_the_documented_ones():
+def test_cpu_build_outcomes_are_the_documented_ones(monkeypatch):
     """Paddle 3.3.1 CPU (shared/notes/paddle-cpu-lab.md section 6): only fused SwiGLU runs here."""
     if CUDA:
         pytest.skip("documents the CPU build")
+    monkeypatch.setenv("ERNIEKIT_CPU_KERNELS", "0")  # Paddle's own kernels only
     ops.configure("on")
     for name in ops.OPS:
         ops.kernel(name)
@@ -62,13 +66,32 @@ def test_cpu_build_outcomes_are_the_documented_ones():
     }
 
 
-def test_auto_on_cpu_is_the_reference_without_probing(caplog):
+def test_auto_on_cpu_is_erniekits_cpu_kernels_and_otherwise_the_reference(caplog):
+    """On CPU ``auto`` never probes Paddle's fused kernels: each op with a CPU kernel of ours runs it (after
+    its probe, one line each), every other op the reference."""
     if CUDA:
         pytest.skip("auto probes fused kernels on GPUs")
     ops.configure("auto")
     with caplog.at_level(logging.INFO, logger="erniekit.ops"):
-        assert all(ops.kernel(name) is op.reference for name, op in ops.OPS.items())
-    assert not caplog.records
+        chosen = {name: ops.kernel(name) for name in ops.OPS}
+    assert {n for n, fn in chosen.items() if fn is ops.OPS[n].cpu} == {
+        "attention",
+        "rms_norm",
+        "rotary",
+        "swiglu",
+    }
+    assert all(fn is ops.OPS[n].reference for n, fn in chosen.items() if ops.OPS[n].cpu is None)
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"{n} uses erniekit's CPU kernel" for n in ("attention", "rms_norm", "rotary", "swiglu")
+    ]
+
+
+def test_cpu_kernels_switched_off_leave_the_reference(monkeypatch):
+    if CUDA:
+        pytest.skip("CPU only")
+    monkeypatch.setenv("ERNIEKIT_CPU_KERNELS", "0")
+    ops.configure("auto")
+    assert all(ops.kernel(name) is op.reference for name, op in ops.OPS.items())
 
 
 def test_a_wrong_fused_kernel_is_refused():

@@ -1,0 +1,125 @@
+"""erniekit's own fused CPU kernels (csrc/cpu_kernels.cc): compiled once per machine, then loaded.
+
+Paddle's CPU build runs RMSNorm, SwiGLU, rotary and the attention softmax as chains of small eager ops,
+mostly single-threaded; each of these kernels is one multi-threaded pass with its backward beside it.
+They are float32 only and eager only: other dtypes and static graphs (export) run the reference.
+
+The first use compiles the file with ``paddle.utils.cpp_extension`` (g++ with OpenMP, tuned for this
+CPU: ~30 s), into ``$ERNIEKIT_KERNEL_CACHE`` or ``~/.cache/erniekit/kernels/<hash>``, the hash covering
+the source, Paddle's version and the CPU's flags; a file lock lets concurrent processes share one build.
+The kernels link Paddle's own OpenMP runtime (libiomp5), so they share its threads with MKL's.
+:func:`unavailable` says why they cannot be used (no compiler, a failed build), and ``ops._choose`` then
+keeps the reference with one log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import paddle
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cc"
+# tuned for the CPU it runs on (the cache key has its flags); branch-free math lets the loops vectorise
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+_state: dict = {}
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def cache_dir() -> Path:
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + paddle.__version__.encode() + _cpu_flags().encode() + str(FLAGS).encode()
+    ).hexdigest()[:16]
+    root = os.environ.get("ERNIEKIT_KERNEL_CACHE") or Path.home() / ".cache" / "erniekit" / "kernels"
+    return Path(root) / key
+
+
+def _build():
+    out = cache_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    libs = Path(paddle.__file__).parent / "libs"
+    with open(out / "build.lock", "w") as lock, _output_to(out / "build.log") as log_path:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds; the others wait, then load its result
+        try:
+            from paddle.utils import cpp_extension  # warns at import when ccache is missing
+
+            return cpp_extension.load(
+                name="erniekit_cpu_kernels",
+                sources=[str(SOURCE)],
+                extra_cxx_cflags=FLAGS,
+                extra_ldflags=[f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"],
+                build_directory=str(out),
+                verbose=False,
+            )
+        except Exception as e:
+            lines = log_path.read_text(errors="replace").splitlines()
+            first = next((line for line in lines if "error" in line.lower()), str(e).splitlines()[0])
+            raise RuntimeError(f"the build failed, see {log_path}: {first.strip()[:200]}") from None
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout/stderr (file descriptors: the compiler runs in a child) to ``path``:
+    cpp_extension and setuptools print every build step, which do not belong in a run's output."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        previous = logging.root.manager.disable
+        logging.disable(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "No ccache found"
+                yield path
+        finally:
+            logging.disable(previous)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def module():
+    """The compiled kernels (built on first use), or None when they cannot be built here."""
+    if "module" not in _state:
+        try:
+            _state["module"], _state["error"] = _build(), None
+        except Exception as e:  # no compiler, missing headers, a failed build: keep the reference
+            _state["module"], _state["error"] = None, f"{type(e).__name__}: {str(e).strip()[:400]}"
+            log.info("erniekit CPU kernels unavailable (%s)", _state["error"])
+    return _state["module"]
+
+
+def unavailable() -> str | None:
+    """None when the kernels are built and loaded, else why not."""
+    if os.environ.get("ERNIEKIT_CPU_KERNELS", "1") == "0":
+        return "ERNIEKIT_CPU_KERNELS=0"
+    return None if module() is not None else _state["error"]
+
+
+def usable(*tensors: paddle.Tensor) -> bool:
+    """Whether these inputs can take a kernel: eager mode and float32 everywhere."""
+    return paddle.in_dynamic_mode() and all(t.dtype == paddle.float32 for t in tensors)
+
+
+def contiguous(t: paddle.Tensor) -> paddle.Tensor:
+    return t if t.is_contiguous() else t.contiguous()
