@@ -28,7 +28,17 @@ from collections.abc import Callable
 
 import paddle
 
-from erniekit.ops import activation, attention, cpu, moe, norm, rope, segment_attention, weight_only
+from erniekit.ops import (
+    activation,
+    attention,
+    cpu,
+    moe,
+    norm,
+    rope,
+    segment_attention,
+    square_sums,
+    weight_only,
+)
 from erniekit.ops.attention import cpu_softmax, over_cache
 from erniekit.ops.attention import softmax as softmax_reference
 from erniekit.ops.registry import Op, same_results
@@ -37,7 +47,16 @@ log = logging.getLogger(__name__)
 
 OPS: dict[str, Op] = {
     op.name: op
-    for op in (norm.OP, rope.OP, activation.OP, attention.OP, moe.OP, segment_attention.OP, weight_only.OP)
+    for op in (
+        norm.OP,
+        rope.OP,
+        activation.OP,
+        attention.OP,
+        moe.OP,
+        segment_attention.OP,
+        weight_only.OP,
+        square_sums.OP,
+    )
 }
 MODES = ("auto", "on", "off")
 _state: dict = {"mode": "auto", "chosen": {}}
@@ -138,6 +157,11 @@ def grouped_mlp(x_sorted, counts: list[int], up_gate, down) -> paddle.Tensor:
     if not isinstance(up_gate, paddle.Tensor):
         return moe.reference(x_sorted, counts, up_gate, down)
     return kernel("grouped_mlp")(x_sorted, counts, up_gate, down)
+
+
+def sum_of_squares(tensors: list[paddle.Tensor]) -> paddle.Tensor:
+    """float64 [len(tensors)]: each tensor's sum of squares (finite exactly when the tensor is)."""
+    return kernel("square_sums")(tensors)
 
 
 def weight_only_kernel() -> bool:

@@ -16,6 +16,8 @@ import paddle
 import paddle.distributed as dist
 from paddle.nn.clip import ClipGradBase
 
+from erniekit import ops
+
 
 class GlobalNormClip(ClipGradBase):
     def __init__(self, max_norm: float, ctx=None):
@@ -28,23 +30,21 @@ class GlobalNormClip(ClipGradBase):
 
     @paddle.no_grad()
     def _dygraph_clip(self, params_grads):
-        split = paddle.zeros([], "float32")
-        replicated = paddle.zeros([], "float32")
-        experts = paddle.zeros([], "float32")
-        expert_group = None
-        for p, g in params_grads:
-            if g is None:
-                continue
-            if getattr(p, "is_firstly_shared", True) is False:  # a shared weight's second copy
-                continue
-            sq = g.astype("float32").square().sum()
-            if getattr(p, "expert_group", None) is not None:
-                experts += sq
-                expert_group = p.expert_group
-            elif getattr(p, "is_distributed", False):
-                split += sq
-            else:
-                replicated += sq
+        # a shared weight's second copy counts once
+        kept = [
+            (p, g)
+            for p, g in params_grads
+            if g is not None and getattr(p, "is_firstly_shared", True) is not False
+        ]
+        sums = ops.sum_of_squares([g for _, g in kept]) if kept else paddle.zeros([0], "float64")
+        kinds = [_kind(p) for p, _ in kept]
+        split, replicated, experts = (
+            sums[[i for i, k in enumerate(kinds) if k == kind]].sum().astype("float32")
+            if kind in kinds
+            else paddle.zeros([], "float32")
+            for kind in ("split", "replicated", "experts")
+        )
+        expert_group = next((p.expert_group for p, _ in kept if _kind(p) == "experts"), None)
         ctx = self.ctx
         if ctx is not None and ctx.group("tp") is not None:
             dist.all_reduce(split, group=ctx.group("tp"))
@@ -62,3 +62,10 @@ class GlobalNormClip(ClipGradBase):
                 if g is not None:
                     g.scale_(scale)
         return params_grads
+
+
+def _kind(p) -> str:
+    """How a parameter's squared norm is summed across ranks (see the module docstring)."""
+    if getattr(p, "expert_group", None) is not None:
+        return "experts"
+    return "split" if getattr(p, "is_distributed", False) else "replicated"

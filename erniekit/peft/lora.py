@@ -97,7 +97,8 @@ class LoRALinear(nn.Layer):
         if not self.enabled:
             return y
         h = self.dropout(x) if self.dropout is not None else x
-        return y + paddle.matmul(paddle.matmul(h, self.lora_A), self.delta_b()) * self.scale
+        # the scale on B [r, out], not on the [B, S, out] product: two elementwise passes fewer
+        return y + paddle.matmul(paddle.matmul(h, self.lora_A), self.delta_b() * self.scale)
 
     def delta_weight(self) -> paddle.Tensor:
         return paddle.matmul(self.lora_A, self.delta_b()) * self.scale

@@ -11,6 +11,7 @@ import math
 
 import paddle
 
+from erniekit import ops
 from erniekit.config.schema import OptimConfig
 
 
@@ -118,5 +119,5 @@ def build_optimizer(params: list, cfg: OptimConfig, grad_clip=None) -> paddle.op
 @paddle.no_grad()
 def grads_finite(params: list) -> bool:
     """False when any gradient holds a NaN or an infinity (this rank only)."""
-    checks = [paddle.isfinite(p.grad).all() for p in params if p.grad is not None]
-    return bool(paddle.stack(checks).all()) if checks else True
+    grads = [p.grad for p in params if p.grad is not None]
+    return bool(paddle.isfinite(ops.sum_of_squares(grads)).all()) if grads else True

@@ -160,6 +160,31 @@ def test_cached_attention_uses_the_kernel_and_agrees():
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-6, atol=1e-7)
 
 
+def test_square_sums_are_exact_and_keep_non_finite_values():
+    """float64 sums: one NaN or inf in a tensor shows in its sum only; huge finite values stay finite."""
+    from erniekit.ops import square_sums
+
+    r = _rng(7)
+    arrays = [r.standard_normal(s) for s in ([5], [70000], [3, 300])]  # 70000: the multi-threaded path
+    tensors = [_tensor(a, False) for a in arrays]
+    want = [float((a.astype("float32").astype("float64") ** 2).sum()) for a in arrays]
+    np.testing.assert_allclose(square_sums.cpu(tensors).numpy(), want, rtol=1e-12)
+    odd = [
+        _tensor(np.array([1.0, np.nan]), False),
+        _tensor(np.array([np.inf]), False),
+        _tensor(np.full([4], 3e38), False),
+    ]
+    got = square_sums.cpu(odd).numpy()
+    assert np.isnan(got[0]) and np.isinf(got[1]) and np.isfinite(got[2]) and got[2] > 3e77
+    from erniekit.trainer.optim import grads_finite
+
+    class P:  # what grads_finite reads of a parameter
+        def __init__(self, g):
+            self.grad = g
+
+    assert grads_finite([P(t) for t in tensors]) and not grads_finite([P(t) for t in tensors + odd[1:2]])
+
+
 def test_other_dtypes_run_the_reference():
     x = paddle.randn([2, 3, 8]).astype("bfloat16")
     w = paddle.ones([8], "float32")

@@ -61,6 +61,7 @@ def test_cpu_build_outcomes_are_the_documented_ones(monkeypatch):
         "rms_norm": "reference",  # fused_rms_norm: no CPU backward (and its forward can crash)
         "rotary": "reference",  # fused_rotary_position_embedding is not registered on CPU
         "segment_attention": "reference",  # variable-length flash attention: bf16/fp16 on GPUs
+        "square_sums": "reference",  # no fused kernel in Paddle
         "swiglu": "fused",
         "weight_only_linear": "reference",  # weight_quantize exists on CPU, weight_only_linear does not
     }
@@ -74,16 +75,10 @@ def test_auto_on_cpu_is_erniekits_cpu_kernels_and_otherwise_the_reference(caplog
     ops.configure("auto")
     with caplog.at_level(logging.INFO, logger="erniekit.ops"):
         chosen = {name: ops.kernel(name) for name in ops.OPS}
-    assert {n for n, fn in chosen.items() if fn is ops.OPS[n].cpu} == {
-        "attention",
-        "rms_norm",
-        "rotary",
-        "swiglu",
-    }
+    ours = ["attention", "rms_norm", "rotary", "square_sums", "swiglu"]
+    assert sorted(n for n, fn in chosen.items() if fn is ops.OPS[n].cpu) == ours
     assert all(fn is ops.OPS[n].reference for n, fn in chosen.items() if ops.OPS[n].cpu is None)
-    assert sorted(r.getMessage() for r in caplog.records) == [
-        f"{n} uses erniekit's CPU kernel" for n in ("attention", "rms_norm", "rotary", "swiglu")
-    ]
+    assert sorted(r.getMessage() for r in caplog.records) == [f"{n} uses erniekit's CPU kernel" for n in ours]
 
 
 def test_cpu_kernels_switched_off_leave_the_reference(monkeypatch):

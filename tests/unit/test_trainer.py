@@ -55,8 +55,11 @@ def test_accumulation_split_does_not_change_the_update(tmp_path, kind):
     for a, b in zip(m8, m2):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)  # Adam alone would hide scale errors
+    # Adam turns a gradient element that is ~0 (all its contributions cancel) into a full step of either
+    # sign, so float rounding that depends on how rows are split (per micro-batch sums) can move one such
+    # weight by ~1% of a step (3e-5 seen); a wrong split moves weights by whole steps (lr 3e-3).
     for k in w8:
-        np.testing.assert_allclose(w8[k], w2[k], atol=1e-5)
+        np.testing.assert_allclose(w8[k], w2[k], atol=1e-4, err_msg=k)
 
 
 @pytest.mark.parametrize("kind", sorted(RECIPES))

@@ -83,10 +83,12 @@ std::vector<paddle::Tensor> RmsNormBackward(const paddle::Tensor& x, const paddl
   const float* pdy = dy.data<float>();
   float *pdx = dx.data<float>(), *pdw = dw.data<float>();
   const int threads = omp_get_max_threads();
-  std::vector<float> partial(static_cast<size_t>(threads) * h, 0.0f);  // dw per thread, then summed
+  // dw per thread in double, then summed: the weight's gradient then does not depend (in float) on how
+  // rows are split between threads or micro-batches
+  std::vector<double> partial(static_cast<size_t>(threads) * h, 0.0);
 #pragma omp parallel
   {
-    float* acc = partial.data() + static_cast<size_t>(omp_get_thread_num()) * h;
+    double* acc = partial.data() + static_cast<size_t>(omp_get_thread_num()) * h;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float *xr = px + r * h, *dyr = pdy + r * h;
@@ -99,14 +101,14 @@ std::vector<paddle::Tensor> RmsNormBackward(const paddle::Tensor& x, const paddl
 #pragma omp simd
       for (int64_t j = 0; j < h; ++j) {
         dxr[j] = inv * (dyr[j] * pw[j] - xr[j] * c);
-        acc[j] += dyr[j] * (xr[j] * inv);
+        acc[j] += static_cast<double>(dyr[j] * (xr[j] * inv));
       }
     }
   }
   for (int64_t j = 0; j < h; ++j) {
-    float s = 0.0f;
+    double s = 0.0;
     for (int t = 0; t < threads; ++t) s += partial[static_cast<size_t>(t) * h + j];
-    pdw[j] = s;
+    pdw[j] = static_cast<float>(s);
   }
   return {dx, dw};
 }
@@ -310,3 +312,26 @@ PD_BUILD_GRAD_OP(ek_masked_softmax)
     .Outputs({paddle::Grad("X")})
     .Attrs({"scale: float"})
     .SetKernelFn(PD_KERNEL(MaskedSoftmaxBackward));
+
+// ---- Sums of squares of many tensors (gradient clipping and the finite check) ------------------------
+// One float64 sum per tensor, accumulated in double: finite float32 values cannot overflow it, so a
+// sum is finite exactly when its tensor is, and NaN/inf propagate.
+
+std::vector<paddle::Tensor> SquareSums(const std::vector<paddle::Tensor>& xs) {
+  const int64_t n = static_cast<int64_t>(xs.size());
+  PD_CHECK(n > 0, "square_sums needs at least one tensor");
+  auto out = paddle::empty({n}, paddle::DataType::FLOAT64, xs[0].place());
+  double* po = out.data<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    check_f32(xs[i], "tensor");
+    const float* p = xs[i].data<float>();
+    const int64_t size = xs[i].numel();
+    double s = 0.0;
+#pragma omp parallel for simd reduction(+ : s) schedule(static) if (size > 65536)
+    for (int64_t j = 0; j < size; ++j) s += static_cast<double>(p[j]) * p[j];
+    po[i] = s;
+  }
+  return {out};
+}
+
+PD_BUILD_OP(ek_square_sums).Inputs({paddle::Vec("X")}).Outputs({"Out"}).SetKernelFn(PD_KERNEL(SquareSums));
