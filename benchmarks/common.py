@@ -161,13 +161,13 @@ def interleave(sides: dict[str, Callable[[], dict]], repeats: int) -> dict[str, 
 
 
 SUMMARIZED = ("tokens_per_sec", "steps_per_sec", "gflops_per_sec")
-MEDIANS = ("warmup_s", "peak_rss_MB", "step_s", "mfu")
+MEDIANS = ("warmup_s", "peak_rss_MB", "step_s", "tokens_per_step", "completion_length", "rollout_share")
 
 
 def summarize(runs: list[dict]) -> dict:
-    """A row over repeats: median, min and max of the speeds, medians of warm-up and peak RSS, the rest of
-    the first run's fields (shape, parameter counts), and every run under ``runs``."""
-    row = {k: v for k, v in runs[0].items() if not isinstance(v, float)}
+    """A row over repeats: median, min and max of the speeds, medians of warm-up, peak RSS and what varies
+    per run, the first run's other fields (shape, parameter counts), and every run under ``runs``."""
+    row = {k: v for k, v in runs[0].items() if k not in SUMMARIZED + MEDIANS}
     for key in SUMMARIZED:
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:

@@ -171,6 +171,7 @@ def main() -> None:
         if spec["method"] == "grpo":
             lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "loss" in r]
             out["completion_length"] = sum(lengths[1:]) / len(lengths[1:])
+            out["prompt_tokens"] = len(tokenizer(trainer.train_dataset[0]["prompt"])["input_ids"])
     print(json.dumps(out))
 
 

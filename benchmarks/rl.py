@@ -109,6 +109,7 @@ def child(spec: dict) -> dict:
             r["seconds"] for r in measured
         )
         out["completion_length"] = sum(r["completion_length"] for r in measured) / len(measured)
+        out["prompt_tokens"] = len(trainer.method.train_prompts[0][0].ids)
     return out
 
 
