@@ -72,7 +72,7 @@ def machine_line(payload: dict) -> str:
     return (
         f"Machine: {m['cpu']} (family {m.get('cpu_family')}, model {m.get('cpu_model')}), "
         f"{m['cores']} cores; {flags}; {env}. GEMM 2048^3 GFLOP/s: {gemm}. {versions}. "
-        f"{payload['date']}, {payload.get('repeats', '?')} repeats per row (fresh processes, ours and the "
+        f"{payload['date']}, {payload.get('repeats', '?')} repeat(s) per row (fresh processes, ours and the "
         "peer's alternating): median (min-max)."
     )
 
