@@ -27,6 +27,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import timed_steps
@@ -76,7 +77,7 @@ def _common_args(spec: dict, out: Path, batch: int) -> dict:
     )
 
 
-def dpo(spec: dict, model, tokenizer, tmp: Path, timer) -> tuple[object, callable]:
+def dpo(spec: dict, model, tokenizer, tmp: Path, timer) -> tuple[object, Callable]:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -105,7 +106,7 @@ def dpo(spec: dict, model, tokenizer, tmp: Path, timer) -> tuple[object, callabl
     return trainer, lambda: [spec["batch"] * per_pair] * len(timer.seconds)
 
 
-def grpo(spec: dict, model, tokenizer, tmp: Path, timer) -> tuple[object, callable]:
+def grpo(spec: dict, model, tokenizer, tmp: Path, timer) -> tuple[object, Callable]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 

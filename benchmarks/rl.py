@@ -12,12 +12,13 @@ positions than it counts; the work per optimizer step (sequences, their lengths,
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import parse_args_or_run_child
 
 
-def dpo(spec: dict, tmp: Path, vocab: int) -> tuple[list[str], callable]:
+def dpo(spec: dict, tmp: Path, vocab: int) -> tuple[list[str], Callable]:
     from benchmarks.synthetic import write_pairs
 
     pairs = tmp / "pairs.jsonl"
@@ -38,7 +39,7 @@ def dpo(spec: dict, tmp: Path, vocab: int) -> tuple[list[str], callable]:
     return overrides, tokens_per_step
 
 
-def grpo(spec: dict, tmp: Path, vocab: int) -> tuple[list[str], callable]:
+def grpo(spec: dict, tmp: Path, vocab: int) -> tuple[list[str], Callable]:
     from benchmarks.synthetic import write_prompts
 
     prompts = tmp / "prompts.jsonl"
