@@ -36,8 +36,14 @@ format: $(VENV)/.test
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(VENV)/.test
+$(VENV)/.bench: $(VENV)/.base setup.py
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $@
+
+## bench: every suite of benchmarks/run.py (~35 min on 2 cores), then README's table from its results
+bench: $(VENV)/.bench
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.table --readme
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .ruff_cache

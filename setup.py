@@ -89,6 +89,8 @@ setup(
             "build>=1.2,<2",
             "setuptools>=70.1",
         ],
+        # make bench: the torch peers (pinned like the test extra's) and TRL for the DPO / GRPO rows
+        "bench": ["torch==2.13.0", "transformers>=5.0,<6", "peft>=0.17,<1", "trl==1.16.0"],
         "gguf": ["gguf>=0.17,<1"],
         "rl": ["reasoning-gym==0.1.25"],  # verifiable-reward task generators for GRPO/PPO prompts
     },

@@ -21,24 +21,56 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> dict:
-    cpu = ""
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+VERSIONS = {"paddle": "paddlepaddle", "torch": "torch", "transformers": "transformers", "peft": "peft",
+            "trl": "trl"}  # fmt: skip
+
+
+def cpu_info() -> dict:
+    """Model name, family/model numbers and the vector flags that decide which kernels can run fast."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            for line in f:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    # read before paddle loads: importing it sets OMP_NUM_THREADS=1 when unset
-    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}
-    import paddle
-
+    flags = set(fields.get("flags", "").split())
     return {
-        "cpu": cpu,
+        "cpu": fields.get("model name", platform.processor()),
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
+        "flags": {flag: flag in flags for flag in CPU_FLAGS},
         "cores": len(os.sched_getaffinity(0)),
+    }
+
+
+def has_bf16_matmul(info: dict) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (without it torch's bf16 GEMM runs ~500x slower)."""
+    return info["flags"]["avx512_bf16"] or info["flags"]["amx_bf16"]
+
+
+def machine(gemm: dict | None = None) -> dict:
+    """This machine: CPU, thread settings, library versions and (``gemm``) its measured GEMM rates."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    # read before paddle loads: importing it sets OMP_NUM_THREADS=1 when unset
+    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}
+    return {
+        **cpu_info(),
         "python": platform.python_version(),
-        "paddle": paddle.__version__,
-        "cuda": paddle.is_compiled_with_cuda(),
-        **threads,
+        **{name: version(dist) for name, dist in VERSIONS.items()},
+        "env": threads,
+        "gemm_gflops_per_sec": gemm or {},
     }
 
 
@@ -69,6 +101,84 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def trainer_overrides(tmp: str | Path, seq: int, batch: int, steps: int) -> list[str]:
+    """What every benchmark run of erniekit's Trainer sets: a private output and cache directory, no
+    progress bar, no VisualDL, no evaluation, no checkpoint, ``steps`` optimizer steps of ``batch`` rows."""
+    tmp = Path(tmp)
+    return [
+        f"train.output_dir={tmp / 'out'}",
+        f"data.cache_dir={tmp / 'cache'}",
+        "logging.progress=none",
+        "logging.visualdl=false",
+        f"data.max_seq_len={seq}",
+        f"train.micro_batch_size={batch}",
+        "train.grad_accum=1",
+        f"train.max_steps={steps}",
+        "train.eval_every=0",
+        "data.eval_holdout=0",
+        "checkpoint.final=false",
+    ]
+
+
+def trainer_steps(metrics_path: str | Path) -> list[dict]:
+    """The step records of a run's metrics.jsonl, each with its wall time ``seconds`` (its tokens over
+    its tokens/s; the trainer times a step from fetching its batch to the optimizer update)."""
+    from erniekit.trainer.metrics import read_metrics
+
+    steps, seen = [], 0
+    for record in read_metrics(metrics_path):
+        if "loss" in record:
+            tokens = record["tokens"] - seen
+            seen = record["tokens"]
+            steps.append({**record, "step_tokens": tokens, "seconds": tokens / record["tokens_per_sec"]})
+    return steps
+
+
+def timed_steps(seconds: list[float], tokens: list[float], warmup: int = 1) -> dict:
+    """One child's speed: the first ``warmup`` steps apart (``warmup_s``), then tokens/s and steps/s
+    over the rest (their total tokens over their total time)."""
+    if len(seconds) < warmup + 3:
+        raise SystemExit(f"{len(seconds)} steps: need {warmup} warm-up + at least 3 measured steps")
+    measured, measured_tokens = seconds[warmup:], tokens[warmup:]
+    return {
+        "warmup_s": sum(seconds[:warmup]),
+        "measured_steps": len(measured),
+        "tokens_per_sec": sum(measured_tokens) / sum(measured),
+        "steps_per_sec": len(measured) / sum(measured),
+        "step_s": sum(measured) / len(measured),
+    }
+
+
+def interleave(sides: dict[str, Callable[[], dict]], repeats: int) -> dict[str, list[dict]]:
+    """Run each side's child ``repeats`` times, round-robin (a, b, a, b, ...): drift hits all sides."""
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for r in range(repeats):
+        for name, run in sides.items():
+            start = time.perf_counter()
+            runs[name].append(run())
+            print(f"    {name} #{r + 1}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return runs
+
+
+SUMMARIZED = ("tokens_per_sec", "steps_per_sec", "gflops_per_sec")
+MEDIANS = ("warmup_s", "peak_rss_MB", "step_s", "tokens_per_step", "completion_length", "rollout_share")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """A row over repeats: median, min and max of the speeds, medians of warm-up, peak RSS and what varies
+    per run, the first run's other fields (shape, parameter counts), and every run under ``runs``."""
+    row = {k: v for k, v in runs[0].items() if k not in SUMMARIZED + MEDIANS}
+    for key in SUMMARIZED:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            row.update({key: statistics.median(values), f"{key}_min": min(values), f"{key}_max": max(values)})
+    for key in MEDIANS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            row[key] = statistics.median(values)
+    return {**row, "repeats": len(runs), "runs": runs}
+
+
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -96,19 +206,30 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report(name: str, rows: list[dict], columns: list[str], notes: str = "") -> Path:
+def report(
+    name: str,
+    rows: list[dict],
+    columns: list[str] | None,
+    notes: str = "",
+    machine_info: dict | None = None,
+    **extra,
+) -> Path:
+    """Write ``results/<name>.json`` (rows, notes, the machine and any ``extra`` fields) and print the
+    rows as a Markdown table of ``columns`` (None: the caller prints its own)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {
         "name": name,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
+        "machine": machine_info or machine(),
+        **extra,
         "notes": notes,
         "rows": rows,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"## {name}\n\n{table(rows, columns)}\n")
-    if notes:
-        print(notes + "\n")
+    if columns is not None:
+        print(f"## {name}\n\n{table(rows, columns)}\n")
+        if notes:
+            print(notes + "\n")
     print(f"(written to {path.relative_to(RESULTS.parent.parent)})")
     return path

@@ -13,7 +13,8 @@ tensor as it is read, which is what decides its peak memory. ``weights_MB`` is w
 
 Every configuration runs the real trainer (erniekit.trainer.Trainer) for a few optimizer steps in a fresh
 child process, so peak RSS is that run's alone; rows are measured one after another in one invocation.
-tokens/s is the median over steps after the first (warm-up). Model FLOPs per token are counted as
+tokens/s is over the steps after the first (warm-up, reported as ``warmup_s``): their input tokens over
+their time. Model FLOPs per token are counted as
 6 x parameters (full) or 4 x parameters + 6 x adapter parameters (LoRA: no weight gradients for frozen
 weights), plus causal attention 6 x layers x seq x heads x head_dim.
 """
@@ -21,7 +22,6 @@ weights), plus causal attention 6 x layers x seq x heads x head_dim.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -30,10 +30,9 @@ from benchmarks.common import child_command, parse_args_or_run_child, run_child
 
 
 def child(spec: dict) -> dict:
-    from benchmarks.common import peak_rss_mb
+    from benchmarks.common import peak_rss_mb, timed_steps, trainer_overrides, trainer_steps
     from erniekit.config import load_recipe
     from erniekit.trainer.loop import Trainer
-    from erniekit.trainer.metrics import read_metrics
 
     tmp = Path(spec["tmp"])
     model = spec.get("path") or spec["model"]
@@ -46,17 +45,7 @@ def child(spec: dict) -> dict:
     quantize = method.removeprefix("qlora-") if method.startswith("qlora-") else "none"
     overrides = [
         *model_args,
-        f"train.output_dir={tmp / 'out'}",
-        f"data.cache_dir={tmp / 'cache'}",
-        "logging.progress=none",
-        "logging.visualdl=false",
-        f"data.max_seq_len={spec['seq']}",
-        f"train.micro_batch_size={spec['batch']}",
-        "train.grad_accum=1",
-        f"train.max_steps={spec['steps']}",
-        "train.eval_every=0",
-        "data.eval_holdout=0",
-        "checkpoint.final=false",
+        *trainer_overrides(tmp, spec["seq"], spec["batch"], spec["steps"]),
         f"lora.enabled={method != 'full'}",
         f"lora.quantize={quantize}",
         f"parallel.recompute.enabled={bool(spec.get('recompute'))}",
@@ -73,8 +62,9 @@ def child(spec: dict) -> dict:
         total += q["bytes_float"] // 4  # the quantised weights are parameters of the model too
         held += q["bytes"]
     trainer.fit()
-    records = [r for r in read_metrics(trainer.output_dir / "metrics.jsonl") if "loss" in r]
-    tps = statistics.median(r["tokens_per_sec"] for r in records[1:])
+    records = trainer_steps(trainer.output_dir / "metrics.jsonl")
+    speed = timed_steps([r["seconds"] for r in records], [r["step_tokens"] for r in records])
+    tps = speed["tokens_per_sec"]
     attention = 6 * a.num_layers * spec["seq"] * a.num_heads * a.head_dim
     dense = 6 * total if method == "full" else 4 * total + 6 * trainable
     return {
@@ -85,10 +75,9 @@ def child(spec: dict) -> dict:
         "batch": spec["batch"],
         "params_M": total / 1e6,
         "trainable_M": trainable / 1e6,
-        "tokens_per_sec": tps,
+        **speed,
         "gflops_per_sec": (dense + attention) * tps / 1e9,
         "weights_MB": held / 1e6,
-        "step_s": spec["seq"] * spec["batch"] / tps,
         "peak_rss_MB": peak_rss_mb(),
         "final_loss": records[-1]["loss"],
     }
