@@ -241,7 +241,12 @@ def suite_sft(args) -> list[dict]:
         long = {"seq": args.long_seq, "batch": 1}
         ours = {"erniekit": lambda: _ours_sft(args.model, "full", args.long_seq, 1, args.steps)}
         rows += measured_rows(
-            "sft", ours, {"erniekit": f"{args.model} full SFT (erniekit)"}, args.repeats, long, []
+            "sft",
+            ours,
+            {"erniekit": f"{args.model} full SFT, seq {args.long_seq} (erniekit)"},
+            args.repeats,
+            long,
+            [],
         )
     return rows
 
