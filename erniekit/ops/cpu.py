@@ -19,7 +19,9 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cc"
 # tuned for the CPU it runs on (the cache key has its flags); branch-free math lets the loops vectorise
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+NAME = "erniekit_cpu_kernels"
 _state: dict = {}
 
 
@@ -50,17 +53,34 @@ def cache_dir() -> Path:
 
 
 def _build():
+    """Compile the kernels unless this cache entry has them, then register them with Paddle.
+
+    The source is copied into the entry and built from there, so every checkout and installed copy of the
+    same source shares one build; a built entry loads without ``cpp_extension.load``, whose setup.py
+    child process would cost every run a few seconds."""
     out = cache_dir()
     out.mkdir(parents=True, exist_ok=True)
-    libs = Path(paddle.__file__).parent / "libs"
-    with open(out / "build.lock", "w") as lock, _output_to(out / "build.log") as log_path:
+    library = out / NAME / f"{NAME}.so"
+    with open(out / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds; the others wait, then load its result
+        if not library.exists():
+            _compile(out)
+        from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
+
+        return _bind(load_op_meta_info_and_register_op(str(library)))
+
+
+def _compile(out: Path) -> None:
+    libs = Path(paddle.__file__).parent / "libs"
+    source = out / SOURCE.name
+    shutil.copyfile(SOURCE, source)
+    with _output_to(out / "build.log") as log_path:
         try:
             from paddle.utils import cpp_extension  # warns at import when ccache is missing
 
-            return cpp_extension.load(
-                name="erniekit_cpu_kernels",
-                sources=[str(SOURCE)],
+            cpp_extension.load(
+                name=NAME,
+                sources=[str(source)],
                 extra_cxx_cflags=FLAGS,
                 extra_ldflags=[f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"],
                 build_directory=str(out),
@@ -70,6 +90,20 @@ def _build():
             lines = log_path.read_text(errors="replace").splitlines()
             first = next((line for line in lines if "error" in line.lower()), str(e).splitlines()[0])
             raise RuntimeError(f"the build failed, see {log_path}: {first.strip()[:200]}") from None
+
+
+def _bind(op_names: list[str]) -> types.SimpleNamespace:
+    """One Python function per registered forward op (their backward ops are autograd's)."""
+    from paddle import _C_ops
+
+    def op(name: str):
+        def run(*args):
+            outs = _C_ops._run_custom_op(name, *args)
+            return outs[0] if len(outs) == 1 else outs
+
+        return run
+
+    return types.SimpleNamespace(**{n: op(n) for n in op_names if not n.endswith("_grad")})
 
 
 @contextlib.contextmanager
