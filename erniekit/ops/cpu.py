@@ -14,15 +14,15 @@ keeps the reference with one log line.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import types
-import warnings
 from pathlib import Path
 
 import paddle
@@ -71,25 +71,29 @@ def _build():
 
 
 def _compile(out: Path) -> None:
+    """Build the library in a child process, its output in ``build.log``: cpp_extension prints every
+    step, and it registers what it builds, which would leave this process's own registration empty."""
     libs = Path(paddle.__file__).parent / "libs"
     source = out / SOURCE.name
     shutil.copyfile(SOURCE, source)
-    with _output_to(out / "build.log") as log_path:
-        try:
-            from paddle.utils import cpp_extension  # warns at import when ccache is missing
-
-            cpp_extension.load(
-                name=NAME,
-                sources=[str(source)],
-                extra_cxx_cflags=FLAGS,
-                extra_ldflags=[f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"],
-                build_directory=str(out),
-                verbose=False,
-            )
-        except Exception as e:
-            lines = log_path.read_text(errors="replace").splitlines()
-            first = next((line for line in lines if "error" in line.lower()), str(e).splitlines()[0])
-            raise RuntimeError(f"the build failed, see {log_path}: {first.strip()[:200]}") from None
+    options = {
+        "name": NAME,
+        "sources": [str(source)],
+        "extra_cxx_cflags": FLAGS,
+        "extra_ldflags": [f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"],
+        "build_directory": str(out),
+        "verbose": False,
+    }
+    code = "import json, sys; from paddle.utils.cpp_extension import load; load(**json.loads(sys.argv[1]))"
+    log_path = out / "build.log"
+    with open(log_path, "w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(options)], stdout=f, stderr=subprocess.STDOUT, check=False
+        )
+    if proc.returncode:
+        lines = log_path.read_text(errors="replace").splitlines()
+        first = next((line for line in lines if "error" in line.lower()), f"exit status {proc.returncode}")
+        raise RuntimeError(f"the build failed, see {log_path}: {first.strip()[:200]}")
 
 
 def _bind(op_names: list[str]) -> types.SimpleNamespace:
@@ -104,32 +108,6 @@ def _bind(op_names: list[str]) -> types.SimpleNamespace:
         return run
 
     return types.SimpleNamespace(**{n: op(n) for n in op_names if not n.endswith("_grad")})
-
-
-@contextlib.contextmanager
-def _output_to(path: Path):
-    """Send this process's stdout/stderr (file descriptors: the compiler runs in a child) to ``path``:
-    cpp_extension and setuptools print every build step, which do not belong in a run's output."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        previous = logging.root.manager.disable
-        logging.disable(logging.INFO)
-        try:
-            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "No ccache found"
-                yield path
-        finally:
-            logging.disable(previous)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def module():
