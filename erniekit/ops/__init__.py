@@ -78,11 +78,11 @@ def resolve_all() -> str:
 
 def selected() -> dict[str, str]:
     """Which implementation each op resolved to so far: {"rms_norm": "fused" | "cpu" | "reference", ...}."""
-    names = {"fused": "fused", "cpu": "cpu"}
-    return {
-        name: next((label for label, attr in names.items() if fn is getattr(OPS[name], attr)), "reference")
-        for name, fn in _state["chosen"].items()
-    }
+
+    def label(op: Op, fn: Callable) -> str:
+        return "fused" if fn is op.fused else "cpu" if fn is op.cpu else "reference"
+
+    return {name: label(OPS[name], fn) for name, fn in _state["chosen"].items()}
 
 
 @paddle.jit.not_to_static  # plain Python dispatch, also while tracing a static graph (export)

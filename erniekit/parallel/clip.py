@@ -44,7 +44,7 @@ class GlobalNormClip(ClipGradBase):
             else paddle.zeros([], "float32")
             for kind in ("split", "replicated", "experts")
         )
-        expert_group = next((p.expert_group for p, _ in kept if _kind(p) == "experts"), None)
+        expert_group = next((p.expert_group for (p, _), k in zip(kept, kinds) if k == "experts"), None)
         ctx = self.ctx
         if ctx is not None and ctx.group("tp") is not None:
             dist.all_reduce(split, group=ctx.group("tp"))

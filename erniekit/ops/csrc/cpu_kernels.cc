@@ -3,7 +3,8 @@
 // Each forward has its backward beside it; erniekit/ops/cpu.py compiles this file once per machine
 // (OpenMP over rows, vectorised for the CPU it is built on) and admits a kernel only after it matches
 // the reference (erniekit/ops/<op>.py) on random inputs, outputs and gradients. Rows are independent,
-// so a row is the unit of parallel work; per-row sums accumulate in float like the reference's.
+// so a row is the unit of parallel work; per-row sums accumulate in float like the reference's, sums
+// across rows or whole tensors (RMSNorm's weight gradient, square_sums) in double.
 
 #include <omp.h>
 
