@@ -144,27 +144,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from erniekit.config import ConfigError, load_recipe
-    from erniekit.errors import CheckpointError
-    from erniekit.models import flavor_args, list_flavors, load_args
-    from erniekit.parallel.estimate import plan, render
+    from erniekit.config import load_recipe
+    from erniekit.parallel.estimate import recipe_plan
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    flavor = args.flavor or recipe.model.flavor
-    if flavor:
-        model_args = flavor_args(flavor)
-    elif recipe.model.path:
-        try:
-            model_args = load_args(recipe.model.path)
-        except CheckpointError as e:
-            raise CheckpointError(
-                f"{e}; to plan without the weights pass --flavor, one of: {', '.join(list_flavors())}"
-            ) from None
-    else:
-        raise ConfigError("model: the recipe names neither model.path nor model.flavor; pass --flavor")
-    print(render(plan(model_args, recipe), args.recipe))
-    for problem in recipe.unsupported():
-        print(f"  note: erniekit cannot train this layout yet: {problem}")
+    print(recipe_plan(load_recipe(args.recipe, args.overrides), args.recipe, args.flavor))
     return 0
 
 
@@ -236,6 +219,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.reasoning,
         args.adapter,
     )
+
+
+def _cmd_webui(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from erniekit.webui import webui
+
+    return webui(args.host, args.port, args.root, args.token, args.any_path, args.state_dir)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -376,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="replies open inside the reasoning, which ends at </think> (thinking models): reasoning_content",
     )
     srv.set_defaults(func=_cmd_serve)
+
+    web = verbs.add_parser("webui", help="the browser UI: train with live curves, chat, eval, export")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    web.add_argument("--port", type=int, default=7860)
+    web.add_argument("--root", help="the directory whose files the page may use (default: the current one)")
+    web.add_argument(
+        "--token", help="required of every request (default: a random one when --host is not local)"
+    )
+    web.add_argument("--any-path", action="store_true", help="let the page use paths outside --root")
+    web.add_argument(
+        "--state-dir", help="where the page's jobs and uploads are kept (default ROOT/.erniekit/webui)"
+    )
+    web.set_defaults(func=_cmd_webui)
 
     ev = verbs.add_parser("eval", help="loss/perplexity and generation scores")
     ev.add_argument("target", help="a recipe, or a model / run directory")

@@ -329,3 +329,26 @@ def render(result: dict, recipe_name: str) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join([f"plan for {recipe_name}", *(f"  {k:<{width}}  {v}" for k, v in rows)])
+
+
+def recipe_plan(recipe, recipe_name: str, flavor: str | None = None) -> str:
+    """``erniekit plan``'s report: the recipe's model (or the named ``flavor``) under its parallel layout,
+    then what erniekit cannot train in that layout yet."""
+    from erniekit.errors import CheckpointError
+    from erniekit.models import flavor_args, list_flavors, load_args
+
+    flavor = flavor or recipe.model.flavor
+    if flavor:
+        model_args = flavor_args(flavor)
+    elif recipe.model.path:
+        try:
+            model_args = load_args(recipe.model.path)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}; to plan without the weights pass --flavor, one of: {', '.join(list_flavors())}"
+            ) from None
+    else:
+        raise ConfigError("model: the recipe names neither model.path nor model.flavor; pass --flavor")
+    lines = [render(plan(model_args, recipe), recipe_name)]
+    lines += [f"  note: erniekit cannot train this layout yet: {p}" for p in recipe.unsupported()]
+    return "\n".join(lines)

@@ -19,6 +19,44 @@ def parse_adapter(spec: str) -> tuple[str, str]:
     return name, path
 
 
+def build_server(
+    path: str,
+    api_key: str | None = None,
+    max_batch: int = 8,
+    max_queue: int = 64,
+    max_model_len: int | None = None,
+    name: str | None = None,
+    allow_images: list[str] | None = None,
+    reasoning: bool = False,
+    adapters: list[str] | None = None,
+):
+    """Load the model (and its ``NAME=PATH`` LoRA adapters, unmerged) behind an engine, not yet started:
+    the :class:`~erniekit.serve.app.Server` that ``erniekit serve`` and the web UI's chat both answer from."""
+    from erniekit.inference.engine import Engine
+    from erniekit.inference.load import load_for_inference
+    from erniekit.serve.app import Server
+
+    tokenizer, model, processor = load_for_inference(path)
+    named = dict(parse_adapter(a) for a in adapters or [])
+    selector = None
+    if named:
+        from erniekit.inference.adapters import adapter_factors, attach
+
+        selector = attach(model, {n: adapter_factors(p, model) for n, p in named.items()})
+    length = max_model_len or min(model.args.max_position_embeddings, 4096)
+    engine = Engine(model, max_batch=max_batch, max_model_len=length, max_queue=max_queue, adapters=selector)
+    return Server(
+        engine,
+        tokenizer,
+        processor,
+        name or Path(path).resolve().name,
+        api_key,
+        allow_images,
+        thinking=reasoning,
+        adapter_names=list(named),
+    )
+
+
 def serve(
     path: str,
     host: str = "127.0.0.1",
@@ -38,30 +76,12 @@ def serve(
 
     import uvicorn
 
-    from erniekit.inference.engine import Engine
-    from erniekit.inference.load import load_for_inference
-    from erniekit.serve.app import Server, build_app
+    from erniekit.serve.app import build_app
 
-    tokenizer, model, processor = load_for_inference(path)
-    named = dict(parse_adapter(a) for a in adapters or [])
-    selector = None
-    if named:
-        from erniekit.inference.adapters import adapter_factors, attach
-
-        selector = attach(model, {n: adapter_factors(p, model) for n, p in named.items()})
-    length = max_model_len or min(model.args.max_position_embeddings, 4096)
-    engine = Engine(model, max_batch=max_batch, max_model_len=length, max_queue=max_queue, adapters=selector)
-    name = name or Path(path).resolve().name
-    server = Server(
-        engine,
-        tokenizer,
-        processor,
-        name,
-        api_key,
-        allow_images,
-        thinking=reasoning,
-        adapter_names=list(named),
+    server = build_server(
+        path, api_key, max_batch, max_queue, max_model_len, name, allow_images, reasoning, adapters
     )
+    engine = server.engine
     app = build_app(server)
     engine.start()
     log.info(
@@ -71,7 +91,7 @@ def serve(
         host,
         port,
         max_batch,
-        length,
+        engine.max_model_len,
         ", API key required" if api_key else "",
     )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the handler it found: let that be

@@ -1,4 +1,5 @@
 """Where training numbers go: ``metrics.jsonl`` (one object per logged step), VisualDL, and the console.
+``progress.json`` holds the last logged step and the run's total, for whatever watches the run (the web UI).
 
 The console shows a tqdm bar on a terminal and plain log lines otherwise (or when asked). On resume,
 lines of ``metrics.jsonl`` beyond the resumed step are dropped so the file reads as one run.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger("erniekit.train")
@@ -39,6 +42,8 @@ class MetricsLogger:
         if not enabled:
             return
         _truncate_after(self.path, start_step)
+        self.progress, self.total_steps = output_dir / "progress.json", total_steps
+        self._write_progress(start_step)
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         if visualdl:
             try:
@@ -60,6 +65,7 @@ class MetricsLogger:
         self.file.write(json.dumps({k: v for k, v in record.items() if _finite(v)}) + "\n")
         self.file.flush()
         step = record["step"]
+        self._write_progress(step)
         if self.writer is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and _finite(value):
@@ -73,6 +79,11 @@ class MetricsLogger:
         elif self.plain:
             extra = " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("step", "epoch"))
             log.info("step %d (epoch %.2f) %s", step, record.get("epoch", 0.0), extra)
+
+    def _write_progress(self, step: int) -> None:
+        tmp = self.progress.with_name(f".{self.progress.name}.tmp")
+        tmp.write_text(json.dumps({"step": step, "total_steps": self.total_steps, "time": time.time()}))
+        os.replace(tmp, self.progress)  # a reader never sees half a file
 
     def close(self) -> None:
         if not self.enabled:
