@@ -47,7 +47,13 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["erniekit", "erniekit.*"]),
     package_data={
-        "erniekit": ["data/samples/*.json", "data/samples/*.jsonl", "data/samples/*/*", "ops/csrc/*.cc"]
+        "erniekit": [
+            "data/samples/*.json",
+            "data/samples/*.jsonl",
+            "data/samples/*/*",
+            "ops/csrc/*.cc",
+            "webui/static/*",  # the page: plain files, nothing fetched from elsewhere
+        ]
     },
     cmdclass={"build_py": BuildPyWithRecipes},
     install_requires=[
@@ -82,6 +88,7 @@ setup(
             "gguf>=0.17,<1",
             "reasoning-gym==0.1.25",
             "openai>=1.50,<4",  # the server's tests drive it with the official client
+            "selenium>=4.20,<5",  # the web UI's test drives Debian's chromium through chromium-driver
             # llama.cpp itself loads our GGUF exports; PyPI has only its source package, which the
             # Makefile builds without the multimodal and tool targets (~10 min on 2 cores, then cached)
             "llama-cpp-python==0.3.36",
