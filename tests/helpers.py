@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -242,3 +243,40 @@ def wait_for_step(proc, out: Path, step: int, timeout: float = 300) -> None:
         if path.is_file() and any(r.get("step", 0) >= step for r in read_metrics(path)):
             return
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running_webui(root: Path, *args: str, timeout: float = 60):
+    """``erniekit webui`` started in ``root`` on a free port; yields its URL, stops it (SIGINT) after."""
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "erniekit", "webui", "--port", str(port), *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "api/info", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"erniekit webui did not start:\n{proc.stdout.read()}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

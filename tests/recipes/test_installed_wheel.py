@@ -62,6 +62,10 @@ def installed(tmp_path_factory):
     }
     assert shipped and shipped <= in_wheel and samples <= in_wheel, sorted((shipped | samples) - in_wheel)
     assert "erniekit/ops/csrc/cpu_kernels.cc" in in_wheel  # the CPU kernels compile from the installed copy
+    page = {f"erniekit/webui/static/{p.name}" for p in (ROOT / "erniekit/webui/static").iterdir()}
+    assert page <= in_wheel and {p.removeprefix("erniekit/") for p in page} <= {
+        n.removeprefix("erniekit/") for n in in_sdist
+    }
 
     run([sys.executable, "-m", "venv", "--without-pip", venv], tmp, env)
     site = Path(
@@ -118,10 +122,43 @@ def test_wheel_install_trains_exports_and_chats_from_an_empty_directory(installe
     reply = run([erniekit, *ask], tmp_path, env).stdout
     from_checkout = run([sys.executable, "-m", "erniekit", *ask], tmp_path, {**env, "PYTHONPATH": str(ROOT)})
     assert reply == from_checkout.stdout and reply.endswith("\n")
+
+    # the web UI serves its page from the installed package (nothing from a CDN, nothing from the checkout)
+    page = serve_page(erniekit, tmp_path, env)
+    assert page == (ROOT / "erniekit/webui/static/app.js").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".erniekit",  # the web UI's jobs and uploads
         "export",
         "mine",
         "my_sft.yaml",
         "my_tp.yaml",
         "output",
     ]
+
+
+def serve_page(erniekit: str, cwd: Path, env: dict) -> str:
+    """``erniekit webui`` from the wheel: the page's script as it serves it."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [erniekit, "webui", "--port", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "erniekit webui did not start"
+                time.sleep(0.2)
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.js", timeout=5).read().decode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
