@@ -23,6 +23,7 @@ it listens beyond this machine, every request needs the token it printed.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import secrets
@@ -452,6 +453,12 @@ def build_app(ui: WebUI):
         data = await request.body()
         if len(data) > 32 << 20:
             raise WebError(413, f"{name}: larger than 32 MB", "name")
+        try:
+            from PIL import Image
+
+            Image.open(io.BytesIO(data)).verify()
+        except Exception as e:  # refused now, not when the model reads it
+            raise WebError(400, f"{name}: not a readable image ({e})", "name") from None
         path = ui.state / "uploads" / f"{uuid.uuid4().hex[:12]}{suffix}"
         path.write_bytes(data)
         return {"path": str(path)}

@@ -107,6 +107,8 @@ def test_recipe_to_curves_to_chat(tmp_path, browser):
         "03-training.png",
         "04-stopped.png",
         "05-chat.png",
+        "06-export.png",
+        "07-eval.png",
     ]
 
 
@@ -208,6 +210,39 @@ def walk(browser, url: str, tmp_path: Path, shot) -> None:
     assert answer.find_element(css, ".content").text.strip()
     assert browser.find_element(css, "#chat-error").text == ""
     shot("chat")
+
+    # export it (the checkpoint's Export button fills the form), then evaluate it: the files, the scores
+    browser.find_element(css, "#tab-train").click()
+    wait_for(lambda: browser.find_elements(css, "#checkpoints li"), what="the checkpoint list")[
+        0
+    ].find_elements(css, "button")[1].click()
+    assert browser.find_element(css, "#export-run").get_attribute("value") == checkpoint
+    assert browser.find_element(css, "#export-out").get_attribute("value") == "output/web_sft/export-hf"
+    browser.find_element(css, "#export-start").click()
+    files = wait_for(
+        lambda: [li.text for li in browser.find_elements(css, "#export-job .files li")],
+        what="the files written",
+    )
+    assert any(f.startswith("model.safetensors") for f in files), files
+    assert (tmp_path / "output/web_sft/export-hf/config.json").is_file()
+    assert browser.find_element(css, "#export-job .status").get_attribute("data-status") == "finished"
+    shot("export")
+    browser.find_element(css, "#tab-eval").click()
+    browser.find_element(css, "#eval-target").send_keys("output/web_sft/export-hf")
+    browser.find_element(css, "#eval-data").send_keys("samples://sft_messages.jsonl")
+    browser.find_element(css, "#eval-start").click()
+    scores = wait_for(
+        lambda: {
+            row.find_elements(css, "td")[0].text: float(row.find_elements(css, "td")[1].text)
+            for row in browser.find_elements(css, "#eval-job .scores tr")
+        },
+        what="the eval scores",
+    )
+    assert scores["loss.ppl"] > 1 and scores["loss.tokens"] > 0, scores
+    wait_for(
+        lambda: browser.find_element(css, "#eval-job .status").get_attribute("data-status") == "finished"
+    )
+    shot("eval")
 
     # Chinese: the same page, translated
     from selenium.webdriver.support.ui import Select
