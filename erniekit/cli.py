@@ -210,14 +210,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.model,
         args.host,
         args.port,
-        args.api_key,
-        args.max_batch,
-        args.max_queue,
-        args.max_model_len,
-        args.name,
-        args.allow_images,
-        args.reasoning,
-        args.adapter,
+        api_key=args.api_key,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_model_len=args.max_model_len,
+        name=args.name,
+        allow_images=args.allow_images,
+        reasoning=args.reasoning,
+        adapters=args.adapter,
     )
 
 

@@ -57,30 +57,16 @@ def build_server(
     )
 
 
-def serve(
-    path: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    max_batch: int = 8,
-    max_queue: int = 64,
-    max_model_len: int | None = None,
-    name: str | None = None,
-    allow_images: list[str] | None = None,
-    reasoning: bool = False,
-    adapters: list[str] | None = None,
-) -> int:
-    """Load the model, start the engine's thread and serve until SIGINT/SIGTERM; then stop taking
-    requests, finish the ones in flight, and exit."""
+def serve(path: str, host: str = "127.0.0.1", port: int = 8000, **options) -> int:
+    """Load the model (``options``: those of :func:`build_server`), start the engine's thread and serve
+    until SIGINT/SIGTERM; then stop taking requests, finish the ones in flight, and exit."""
     import signal
 
     import uvicorn
 
     from erniekit.serve.app import build_app
 
-    server = build_server(
-        path, api_key, max_batch, max_queue, max_model_len, name, allow_images, reasoning, adapters
-    )
+    server = build_server(path, **options)
     engine = server.engine
     app = build_app(server)
     engine.start()
@@ -90,9 +76,9 @@ def serve(
         server.model_name,
         host,
         port,
-        max_batch,
+        engine.max_batch,
         engine.max_model_len,
-        ", API key required" if api_key else "",
+        ", API key required" if server.api_key else "",
     )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the handler it found: let that be
     # a no-op, so a drained server exits 0 instead of dying of the signal

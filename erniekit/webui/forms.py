@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from erniekit.config import ConfigError, load_recipe, recipes_dir
-from erniekit.config.core import _type_hints, _type_name, field_doc
+from erniekit.config.core import _type_hints, _type_name, field_doc, to_dict
 from erniekit.config.render import recipe_header
 
 
@@ -47,20 +47,11 @@ def _kind(tp: Any, value: Any) -> tuple[str, list | None]:
 
 
 def _yaml(value: Any) -> str:
-    if is_dataclass(value):
-        value = _plain(value)
-    elif isinstance(value, list):
-        value = [_plain(v) if is_dataclass(v) else v for v in value]
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True, sort_keys=False)
+    """A list or mapping field as one line of flow YAML, which the CLI's override parser reads back."""
+    text = yaml.safe_dump(
+        to_dict(value), default_flow_style=True, width=10_000, allow_unicode=True, sort_keys=False
+    )
     return text.strip().removesuffix("...").strip()
-
-
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def form_fields(config: Any, prefix: str = "") -> list[dict]:

@@ -151,15 +151,12 @@ def walk(browser, url: str, tmp_path: Path, shot) -> None:
     browser.find_element(css, "#start").click()
 
     # the run shows up running; its loss curve gains points while we watch
-    wait_for(
-        lambda: (
-            browser.find_element(css, '#runs tr[data-dir="output/web_sft"] .status').get_attribute(
-                "data-status"
-            )
-            == "running"
-        ),
-        what="the run to be listed as running",
-    )
+    def status() -> str:  # as the run list shows it
+        return browser.find_element(css, '#runs tr[data-dir="output/web_sft"] .status').get_attribute(
+            "data-status"
+        )
+
+    wait_for(lambda: status() == "running", what="the run to be listed as running")
 
     def points() -> int:
         return int(browser.find_element(css, 'svg[data-metric="loss"]').get_attribute("data-points"))
@@ -172,16 +169,7 @@ def walk(browser, url: str, tmp_path: Path, shot) -> None:
 
     # stop: the step finishes, a checkpoint is saved, the run reads as stopped
     browser.find_element(css, "#stop").click()
-    wait_for(
-        lambda: (
-            browser.find_element(css, '#runs tr[data-dir="output/web_sft"] .status').get_attribute(
-                "data-status"
-            )
-            == "stopped"
-        ),
-        timeout=120,
-        what="the run to stop",
-    )
+    wait_for(lambda: status() == "stopped", timeout=120, what="the run to stop")
     item = wait_for(lambda: browser.find_elements(css, "#checkpoints li"), what="the saved checkpoint")[0]
     checkpoint = item.get_attribute("data-path")
     assert checkpoint.startswith("output/web_sft/checkpoint-"), checkpoint
