@@ -159,7 +159,14 @@ def test_a_dead_rank_ends_the_job_in_bounded_time_and_resume_works(tmp_path):
     proc, seconds = launch(fault="kill-after-step:3@1")
     assert proc.returncode != 0
     assert seconds < 180, f"the surviving rank took {seconds:.0f} s to go"
-    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    # (once, in a full CI run, this was missing: the job's own output, and rank 1's log, say why next time)
+    rank_log = tmp_path / "logs-kill-after-step:3@1" / "workerlog.0"
+    said = (
+        proc.stdout[-3000:]
+        + proc.stderr[-3000:]
+        + (rank_log.read_text()[-3000:] if rank_log.is_file() else "")
+    )
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file(), said
     resumed, _ = launch("train.resume=auto")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert [s for s, _ in losses(out)] == list(range(1, STEPS + 1))
