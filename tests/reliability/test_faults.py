@@ -159,7 +159,7 @@ def test_a_dead_rank_ends_the_job_in_bounded_time_and_resume_works(tmp_path):
     proc, seconds = launch(fault="kill-after-step:3@1")
     assert proc.returncode != 0
     assert seconds < 180, f"the surviving rank took {seconds:.0f} s to go"
-    # (once, in a full CI run, this was missing: the job's own output, and rank 1's log, say why next time)
+    # (missing once in a full CI run: the job's output and the surviving rank 0's log say why next time)
     rank_log = tmp_path / "logs-kill-after-step:3@1" / "workerlog.0"
     said = (
         proc.stdout[-3000:]
