@@ -246,8 +246,9 @@ def wait_for_step(proc, out: Path, step: int, timeout: float = 300) -> None:
 
 
 @contextlib.contextmanager
-def running_webui(root: Path, *args: str, timeout: float = 60):
-    """``erniekit webui`` started in ``root`` on a free port; yields its URL, stops it (SIGINT) after."""
+def running_webui(root: Path, *args: str, command=None, env=None, timeout: float = 60):
+    """``erniekit webui`` started in ``root`` on a free port (``command``: the erniekit to run, default
+    this checkout's); yields its URL, stops it (SIGINT) after."""
     import signal
     import socket
     import urllib.request
@@ -256,8 +257,9 @@ def running_webui(root: Path, *args: str, timeout: float = 60):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "erniekit", "webui", "--port", str(port), *args],
+        [*(command or [sys.executable, "-m", "erniekit"]), "webui", "--port", str(port), *args],
         cwd=root,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

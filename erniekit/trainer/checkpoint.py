@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -29,9 +28,7 @@ from safetensors.numpy import load_file, save_file
 from erniekit.errors import CheckpointError
 from erniekit.manifest import sealed, verify
 from erniekit.tensors import to_numpy
-
-STATE_NAME = "trainer_state.json"
-_DIR_RE = re.compile(r"^checkpoint-(\d+)$")
+from erniekit.trainer.rundir import STATE_NAME, checkpoints
 
 
 def _fsync_dir(path: Path) -> None:
@@ -133,18 +130,6 @@ def _write(tmp: Path, model_arrays, optim_arrays, state: dict, config_text: str)
             f.flush()
             os.fsync(f.fileno())
     _fsync_dir(tmp)
-
-
-def checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = [
-        (int(m.group(1)), p)
-        for p in output_dir.iterdir()
-        if (m := _DIR_RE.match(p.name)) and (p / STATE_NAME).is_file()
-    ]
-    return [p for _, p in sorted(found)]
 
 
 def remove_partials(output_dir: Path) -> list[str]:

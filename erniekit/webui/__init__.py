@@ -29,10 +29,8 @@ def webui(
 
     from erniekit.webui.app import WebUI, build_app
 
-    if root:
-        os.chdir(
-            root
-        )  # the page's relative paths, and the runs it starts, mean what they mean in a shell there
+    if root:  # the page's relative paths, and the runs it starts, mean what they mean in a shell there
+        os.chdir(root)
     if token is None and host not in LOCAL:
         token = secrets.token_urlsafe(18)  # reachable from elsewhere: nobody without the address gets in
     ui = WebUI(Path.cwd(), Path(state_dir) if state_dir else None, any_path, token)

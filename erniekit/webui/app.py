@@ -35,8 +35,9 @@ from pathlib import Path
 from fastapi import Request
 
 from erniekit.errors import ErniekitError
+from erniekit.trainer.rundir import checkpoint_step, checkpoints
 from erniekit.webui import forms, runs
-from erniekit.webui.jobs import Jobs
+from erniekit.webui.jobs import Job, Jobs
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -117,6 +118,7 @@ class WebUI:
         self.jobs = Jobs(self.state)
         (self.state / "uploads").mkdir(parents=True, exist_ok=True)
         self.chat = ChatSlot(self.state / "uploads", self.root)
+        self.shipped = {r["name"] for r in forms.shipped_recipes()}  # (they do not change while we run)
 
     # --- paths ---------------------------------------------------------------------------------------
     def inside(self, given: str, what: str) -> Path:
@@ -153,8 +155,7 @@ class WebUI:
 
         if not isinstance(name, str) or not name:
             raise WebError(400, "recipe: pick a recipe", "recipe")
-        shipped = {r["name"] for r in forms.shipped_recipes()}
-        if name in shipped and not (self.root / name).is_file():
+        if name in self.shipped and not (self.root / name).is_file():
             return name
         path = self.inside(name, "recipe")
         if find_recipe(path) is None:
@@ -167,33 +168,34 @@ class WebUI:
         return str(self.root / name) if (self.root / name).exists() else name
 
     # --- runs ------------------------------------------------------------------------------------------
-    def run_summary(self, run: Path) -> dict:
-        rel = self.rel(run)
-        job = self.jobs.for_run(rel)
-        done = runs.checkpoints(run)
-        return {
-            "dir": rel,
-            "status": job.status()["state"] if job else "cli",
+    def run_summary(self, run: Path, job: Job | None, since: int | None = None) -> dict:
+        """A run as the list shows it, with ``job`` the newest job that wrote it (None: a CLI run); with
+        ``since`` (a metrics.jsonl offset), also its new records, checkpoints, exports and log."""
+        status = job.status() if job else {"state": "cli"}
+        done = checkpoints(run)
+        out = {
+            "dir": self.rel(run),
+            "status": status["state"],
             "progress": runs.progress(run),
             "checkpoints": len(done),
             "updated": runs.updated(run),
             "job": job.id if job else None,
         }
+        if since is None:
+            return out
+        return {
+            **out,
+            "metrics": runs.metrics_since(run, since),
+            "checkpoint_list": [{"path": self.rel(c), "step": checkpoint_step(c)} for c in done],
+            "models": [self.rel(p) for p in runs.model_dirs(run)],
+            "log": job.log_tail() if job else "",
+            "command": job.command if job else None,
+            "error": status.get("error"),
+        }
 
     def run_detail(self, rel: str, since: int) -> dict:
         run = self.inside(rel, "dir")
-        job = self.jobs.for_run(self.rel(run))
-        return {
-            **self.run_summary(run),
-            "metrics": runs.metrics_since(run, since),
-            "checkpoint_list": [
-                {"path": self.rel(c["path"]), "step": c["step"]} for c in runs.checkpoints(run)
-            ],
-            "models": [self.rel(p) for p in runs.model_dirs(run)],
-            "log": job.log_tail() if job else "",
-            "command": job.describe()["command"] if job else None,
-            "error": job.status().get("error") if job else None,
-        }
+        return self.run_summary(run, self.jobs.for_run(self.rel(run)), since)
 
     def start_train(self, recipe: str, overrides: list[str], nproc: int) -> dict:
         recipe = self.recipe(recipe)
@@ -240,19 +242,11 @@ class WebUI:
         out = []
         for run in runs.find_runs(self.root):
             rel = self.rel(run)
-            done = runs.checkpoints(run)
+            done = checkpoints(run)
             if done:
-                out.append(
-                    {
-                        "path": rel,
-                        "label": f"{rel} (newest checkpoint, step {done[-1]['step']})",
-                        "kind": "run",
-                    }
-                )
-            out += [
-                {"path": self.rel(c["path"]), "label": self.rel(c["path"]), "kind": "checkpoint"}
-                for c in reversed(done)
-            ]
+                newest = f"{rel} (newest checkpoint, step {checkpoint_step(done[-1])})"
+                out.append({"path": rel, "label": newest, "kind": "run"})
+            out += [{"path": self.rel(c), "label": self.rel(c), "kind": "checkpoint"} for c in reversed(done)]
             out += [
                 {"path": self.rel(p), "label": self.rel(p), "kind": "export"} for p in runs.model_dirs(run)
             ]
@@ -358,7 +352,8 @@ def build_app(ui: WebUI):
 
     @app.get("/api/runs")
     async def run_list():
-        return {"runs": [ui.run_summary(r) for r in runs.find_runs(ui.root)]}
+        writers = ui.jobs.newest_by_run()
+        return {"runs": [ui.run_summary(r, writers.get(ui.rel(r))) for r in runs.find_runs(ui.root)]}
 
     @app.get("/api/run")
     async def run(dir: str, since: int = 0):
@@ -380,7 +375,7 @@ def build_app(ui: WebUI):
     async def evaluate(request: Request):
         data = await body(request)
         target = data.get("target")
-        if target in {r["name"] for r in forms.shipped_recipes()} or str(target).endswith((".yaml", ".yml")):
+        if target in ui.shipped or str(target).endswith((".yaml", ".yml")):
             target = ui.recipe(target)
         else:
             target = ui.rel(ui.inside(target, "target"))

@@ -95,12 +95,11 @@ def check(recipe: str, overrides: list[str]) -> dict:
     try:
         built = load_recipe(recipe, overrides)
     except ConfigError as e:
-        return {"ok": False, "error": f"error: {e}", "key": e.key, "source": e.source}
+        return {"ok": False, "error": f"error: {e}", "key": e.key}
     return {
         "ok": True,
         "fields": form_fields(built),
         "output_dir": built.train.output_dir,
-        "method": built.method.name,
         "world": built.parallel.world,
     }
 

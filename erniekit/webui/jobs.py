@@ -55,7 +55,8 @@ class Job:
         if end is not None:
             code = end["code"]
             state = "finished" if code == 0 else "stopped" if code in STOPPED_CODES else "failed"
-            return {"state": state, "code": code, "ended": end["time"], "error": self.error_line()}
+            error = self.error_line() if state == "failed" else None  # (read from the log only then)
+            return {"state": state, "code": code, "ended": end["time"], "error": error}
         pid = self._read("pid.json")
         if pid is None:
             alive = time.time() - self.started < 30  # the watcher has not written it yet
@@ -91,12 +92,16 @@ class Job:
         found = [line for line in self.log_tail(200).splitlines() if line.startswith("error: ")]
         return found[-1] if found else None
 
+    @property
+    def command(self) -> str:
+        return " ".join(["erniekit", *self.argv])
+
     def describe(self) -> dict:
         return {
             "id": self.id,
             "kind": self.kind,
             "title": self.title,
-            "command": " ".join(["erniekit", *self.argv]),
+            "command": self.command,
             "started": self.started,
             "run_dir": self.run_dir,
             **self.status(),
@@ -138,21 +143,32 @@ class Jobs:
         return job
 
     def all(self) -> list[Job]:
-        jobs = []
-        for d in sorted(self.dir.iterdir(), reverse=True):
-            try:
-                record = json.loads((d / "job.json").read_text())
-            except (OSError, ValueError):
-                continue
-            jobs.append(Job(d, **record))
-        return jobs
+        """Newest first."""
+        found = (self._read(d) for d in sorted(self.dir.iterdir(), reverse=True))
+        return [j for j in found if j is not None]
 
     def get(self, job_id: str) -> Job | None:
-        return next((j for j in self.all() if j.id == job_id), None)
+        return self._read(self.dir / job_id) if job_id and "/" not in job_id and job_id != ".." else None
 
     def for_run(self, run_dir: str) -> Job | None:
         """The newest train job writing ``run_dir``."""
-        return next((j for j in self.all() if j.kind == "train" and j.run_dir == run_dir), None)
+        return self.newest_by_run().get(run_dir)
+
+    def newest_by_run(self) -> dict[str, Job]:
+        """Each run directory's newest train job, from one pass over the jobs."""
+        newest: dict[str, Job] = {}
+        for j in self.all():
+            if j.kind == "train" and j.run_dir is not None:
+                newest.setdefault(j.run_dir, j)
+        return newest
+
+    @staticmethod
+    def _read(d: Path) -> Job | None:
+        try:
+            record = json.loads((d / "job.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return Job(d, **record)
 
 
 def _ticks(pid: int) -> int | None:

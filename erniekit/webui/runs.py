@@ -7,13 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from pathlib import Path
 
-from erniekit.trainer.metrics import read_metrics
+from erniekit.trainer.rundir import CHECKPOINT_DIR, checkpoint_step
 
-CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
-STATE_NAME = "trainer_state.json"  # what a complete checkpoint holds (trainer/checkpoint.py)
 SKIP = {".git", ".venv", "node_modules", "__pycache__", "site-packages", ".erniekit"}
 
 
@@ -27,7 +24,7 @@ def find_runs(root: Path, depth: int = 4) -> list[Path]:
         except OSError:
             return
         names = {e.name for e in entries}
-        if "metrics.jsonl" in names or any(CHECKPOINT.match(n) for n in names):
+        if "metrics.jsonl" in names or any(CHECKPOINT_DIR.match(n) for n in names):
             runs.append(d)
             return
         for e in entries:
@@ -52,23 +49,13 @@ def updated(run: Path) -> float:
     return max(times)
 
 
-def checkpoints(run: Path) -> list[dict]:
-    """Complete checkpoints, oldest first (a save in progress has no trainer state yet)."""
-    found = []
-    for p in run.iterdir() if run.is_dir() else []:
-        m = CHECKPOINT.match(p.name)
-        if m and (p / STATE_NAME).is_file():
-            found.append({"path": p, "step": int(m.group(1))})
-    return sorted(found, key=lambda c: c["step"])
-
-
 def model_dirs(run: Path) -> list[Path]:
     """Exports and other model directories inside a run (anything with a config.json or a GGUF)."""
     out = []
     for p in sorted(run.iterdir()) if run.is_dir() else []:
         if (
             p.is_dir()
-            and not CHECKPOINT.match(p.name)
+            and checkpoint_step(p) is None
             and ((p / "config.json").is_file() or any(p.glob("*.gguf")))
         ):
             out.append(p)
@@ -82,16 +69,24 @@ def progress(run: Path) -> dict | None:
         return None
 
 
-def metrics_since(run: Path, start: int) -> dict:
-    """Records ``start`` onwards; ``reset`` when the file shrank (a resumed run drops the steps after its
-    checkpoint), and then all of them."""
-    path = run / "metrics.jsonl"
+def metrics_since(run: Path, offset: int) -> dict:
+    """The records metrics.jsonl holds after byte ``offset``, and the offset to ask from next: a page
+    polling a long run reads only what is new. ``reset`` when the file is shorter than ``offset`` (a
+    resumed run drops the steps after its checkpoint), and then all of it. A line still being written
+    waits for the next call."""
     try:
-        records = read_metrics(path) if path.is_file() else []
-    except ValueError:
-        records = []
-    reset = start > len(records)
-    return {"records": records if reset else records[start:], "next": len(records), "reset": reset}
+        with open(run / "metrics.jsonl", "rb") as f:
+            reset = offset > f.seek(0, os.SEEK_END)
+            start = f.seek(0 if reset else offset)
+            data = f.read()
+    except OSError:
+        return {"records": [], "next": 0, "reset": offset > 0}
+    whole = data[: data.rfind(b"\n") + 1]
+    records = []
+    for line in whole.splitlines():
+        with contextlib.suppress(ValueError):  # (the trainer writes whole JSON lines; skip anything else)
+            records.append(json.loads(line))
+    return {"records": records, "next": start + len(whole), "reset": reset}
 
 
 def files(directory: Path, limit: int = 200) -> list[dict]:

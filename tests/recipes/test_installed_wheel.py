@@ -14,10 +14,13 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import running_webui
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_SOURCE = shutil.ignore_patterns(
@@ -124,7 +127,8 @@ def test_wheel_install_trains_exports_and_chats_from_an_empty_directory(installe
     assert reply == from_checkout.stdout and reply.endswith("\n")
 
     # the web UI serves its page from the installed package (nothing from a CDN, nothing from the checkout)
-    page = serve_page(erniekit, tmp_path, env)
+    with running_webui(tmp_path, command=[erniekit], env=env) as url:
+        page = urllib.request.urlopen(url + "static/app.js", timeout=5).read().decode()
     assert page == (ROOT / "erniekit/webui/static/app.js").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".erniekit",  # the web UI's jobs and uploads
@@ -134,31 +138,3 @@ def test_wheel_install_trains_exports_and_chats_from_an_empty_directory(installe
         "my_tp.yaml",
         "output",
     ]
-
-
-def serve_page(erniekit: str, cwd: Path, env: dict) -> str:
-    """``erniekit webui`` from the wheel: the page's script as it serves it."""
-    import signal
-    import socket
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [erniekit, "webui", "--port", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "erniekit webui did not start"
-                time.sleep(0.2)
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.js", timeout=5).read().decode()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
